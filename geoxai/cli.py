@@ -1,0 +1,208 @@
+"""The ``geoxai`` command line: a thin layer that parses options and calls the library.
+
+User mistakes surface as ``GeoxaiError`` and are printed on one line (exit status 2). Library
+imports happen inside the commands so that ``geoxai --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from geoxai import __version__
+from geoxai.errors import GeoxaiError
+
+
+class _Group(click.Group):
+    """A click group that turns ``GeoxaiError`` into a one-line message."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GeoxaiError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="geoxai")
+def cli() -> None:
+    """Explain visual place recognition descriptors with generative models."""
+
+
+# --------------------------------------------------------------------------------------- data
+@cli.group(cls=_Group)
+def data() -> None:
+    """Build and inspect VPR datasets (SynthCity, folders in VPR format)."""
+
+
+@data.command("synthcity")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write train/, database/, queries/, labels/ and metadata.csv into.")
+@click.option("--places", default=200, show_default=True, type=int, help="Number of places.")
+@click.option("--visits", default=6, show_default=True, type=int, help="Visits (photos) per place.")
+@click.option("--size", default=128, show_default=True, type=int, help="Image side in pixels.")
+@click.option("--seed", default=0, show_default=True, type=int, help="World seed.")
+@click.option("--test-fraction", default=0.3, show_default=True, type=float,
+              help="Share of places held out for database/ and queries/ (the rest go to train/).")
+@click.option("--overwrite", is_flag=True, help="Replace a different world already in --out.")
+def data_synthcity(out: Path, places: int, visits: int, size: int, seed: int, test_fraction: float,
+                   overwrite: bool) -> None:
+    """Render a SynthCity world in VPR format, with label maps and a factor table."""
+    from geoxai.data.synthcity_world import write_world
+
+    summary = write_world(out, places=places, visits=visits, size=size, seed=seed,
+                          test_fraction=test_fraction, overwrite=overwrite, progress=True)
+    click.echo(summary.format())
+
+
+@data.command("info")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--radius", default=25.0, show_default=True, type=float, help="Positive radius in metres.")
+def data_info(folder: Path, radius: float) -> None:
+    """Summarise a VPR dataset folder: counts, sizes, UTM extent, unreadable files."""
+    from geoxai.data.info import dataset_info
+
+    click.echo(dataset_info(folder, radius=radius).format())
+
+
+# ------------------------------------------------------------------------------------ training
+_STAGES = {
+    "embedder": "geoxai.embedders.training:train",
+    "autoencoder": "geoxai.ldm.autoencoder_training:train",
+    "ldm": "geoxai.ldm.training:train",
+}
+
+
+@cli.command("train", context_settings={"ignore_unknown_options": True})
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path),
+              help="YAML config; its `stage:` key picks embedder, autoencoder or ldm.")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the output folder.")
+@click.argument("overrides", nargs=-1)
+def train(config_path: Path, resume: bool, overrides: tuple[str, ...]) -> None:
+    """Train a stage from a config, with key.sub=value overrides."""
+    import importlib
+
+    from geoxai.config import load_config
+    from geoxai.registry import did_you_mean
+
+    config = load_config(config_path, overrides)
+    stage = config.get("stage")
+    if stage not in _STAGES:
+        raise GeoxaiError(
+            f"{config_path}: `stage:` must be one of {', '.join(_STAGES)} (got {stage!r})."
+            f"{did_you_mean(str(stage), list(_STAGES))}"
+        )
+    module_name, func = _STAGES[stage].split(":")
+    result = getattr(importlib.import_module(module_name), func)(config, resume=resume)
+    if result is not None:
+        click.echo(f"saved: {result}")
+
+
+# ----------------------------------------------------------------------------------- embedders
+def embedder_options(func):
+    """Options that describe an embedder: a registered name plus its settings, or a spec file."""
+    options = [
+        click.option("--embedder", default="cosplace", show_default=True, help="Registered embedder name."),
+        click.option("--embedder-config", type=click.Path(path_type=Path), default=None,
+                     help="YAML spec of the embedder (written next to trained weights); overrides the rest."),
+        click.option("--backbone", default=None, help="CosPlace backbone (resnet18/50/101/152, vgg16)."),
+        click.option("--dim", default=None, type=int, help="Descriptor dimension."),
+        click.option("--weights", default=None, help="Weights file, or `hub` for the released weights."),
+        click.option("--image-size", default=None, type=int, help="Input side after resize and crop."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def embedder_spec(embedder: str, embedder_config: Path | None, **options: Any) -> dict[str, Any]:
+    """Collect embedder options into the spec dict that ``geoxai.embedders.from_spec`` reads."""
+    if embedder_config is not None:
+        from geoxai.config import load_config
+
+        return load_config(embedder_config)
+    spec = {"name": embedder}
+    spec.update({k: v for k, v in options.items() if v is not None})
+    return spec
+
+
+@cli.command("retrieve")
+@click.option("--dataset", required=True, type=click.Path(path_type=Path),
+              help="VPR test folder with database/ and queries/.")
+@embedder_options
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder for recalls.csv, predictions.csv and cached descriptors.")
+@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--radius", default=25.0, show_default=True, type=float, help="Positive radius in metres.")
+def retrieve(dataset: Path, embedder: str, embedder_config: Path | None, backbone: str | None,
+             dim: int | None, weights: str | None, image_size: int | None, out: Path | None,
+             batch_size: int, device: str, radius: float) -> None:
+    """Recall@1/5/10/20 of an embedder on a VPR test set."""
+    from geoxai.retrieval import evaluate_retrieval
+
+    spec = embedder_spec(embedder, embedder_config, backbone=backbone, dim=dim, weights=weights,
+                         image_size=image_size)
+    result = evaluate_retrieval(dataset, spec, out=out, batch_size=batch_size, device=device,
+                                radius=radius, progress=True)
+    click.echo(result.format())
+
+
+@cli.command("probe")
+@embedder_options
+@click.option("--places", default=50, show_default=True, type=int, help="SynthCity places to probe.")
+@click.option("--seed", default=0, show_default=True, type=int, help="SynthCity world seed.")
+@click.option("--size", default=128, show_default=True, type=int, help="SynthCity image side.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder for probe.csv.")
+@click.option("--device", default="auto", show_default=True)
+def probe(embedder: str, embedder_config: Path | None, backbone: str | None, dim: int | None,
+          weights: str | None, image_size: int | None, places: int, seed: int, size: int,
+          out: Path | None, device: str) -> None:
+    """Descriptor stability when one SynthCity factor changes, beside a different place."""
+    from geoxai.embedders.probe import run_probe
+
+    spec = embedder_spec(embedder, embedder_config, backbone=backbone, dim=dim, weights=weights,
+                         image_size=image_size)
+    result = run_probe(spec, places=places, seed=seed, size=size, out=out, device=device,
+                       progress=True)
+    click.echo(result.format())
+
+
+# ------------------------------------------------------------------------------------ sampling
+@cli.command("sample")
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
+              help="Lightning checkpoint (.ckpt) or exported pipeline folder.")
+@click.option("--queries", required=True, type=click.Path(path_type=Path),
+              help="Folder of query images (any depth), e.g. a test set's queries/.")
+@click.option("--samples", default=4, show_default=True, type=int, help="Generations per query.")
+@click.option("--sampler", default="dpm++", show_default=True, type=click.Choice(["dpm++", "ddim", "ddpm"]))
+@click.option("--steps", default=20, show_default=True, type=int)
+@click.option("--guidance", default=1.0, show_default=True, type=float, help="Classifier-free guidance scale.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--batch-size", default=16, show_default=True, type=int)
+@click.option("--limit", default=None, type=int, help="Only the first N queries.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="GenerationRun folder (resumed if it exists).")
+def sample(checkpoint: Path, queries: Path, samples: int, sampler: str, steps: int, guidance: float,
+           seed: int, batch_size: int, limit: int | None, device: str, out: Path) -> None:
+    """Generate images from the descriptors of query photos into a GenerationRun."""
+    from geoxai.ldm.sampling import sample_run
+
+    run = sample_run(checkpoint, queries, out, samples=samples, sampler=sampler, steps=steps,
+                     guidance=guidance, seed=seed, batch_size=batch_size, limit=limit,
+                     device=device, progress=True)
+    click.echo(run.format())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="geoxai")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

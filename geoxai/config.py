@@ -1,0 +1,73 @@
+"""YAML configs with dotted command-line overrides (``trainer.devices=2``).
+
+Configs are plain nested dicts: every stage reads the keys it owns and rejects unknown ones, so a
+typo in a config fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from geoxai.errors import GeoxaiError
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Read a YAML file and apply ``key.sub=value`` overrides (values parsed as YAML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GeoxaiError(f"{path}: config file not found; see configs/ for examples")
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise GeoxaiError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(config, dict):
+        raise GeoxaiError(f"{path}: a config must be a mapping of keys to values")
+    return apply_overrides(config, overrides)
+
+
+def apply_overrides(config: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``config`` with each ``a.b.c=value`` override set."""
+    config = copy.deepcopy(config)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise GeoxaiError(f"override {item!r}: write it as key.sub=value")
+        value = yaml.safe_load(raw) if raw != "" else None
+        node = config
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise GeoxaiError(f"override {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return config
+
+
+def merge(defaults: dict[str, Any], config: dict[str, Any], where: str = "config") -> dict[str, Any]:
+    """Deep-merge ``config`` over ``defaults``; keys absent from ``defaults`` are errors."""
+    out = copy.deepcopy(defaults)
+    for key, value in config.items():
+        if key not in defaults:
+            from geoxai.registry import did_you_mean
+
+            raise GeoxaiError(
+                f"{where}: unknown key {key!r}.{did_you_mean(key, list(defaults))} "
+                f"Valid keys: {', '.join(defaults)}"
+            )
+        if isinstance(defaults[key], dict) and isinstance(value, dict) and defaults[key]:
+            out[key] = merge(defaults[key], value, f"{where}.{key}")
+        else:
+            out[key] = value
+    return out
+
+
+def save_config(config: dict[str, Any], path: str | Path) -> None:
+    """Write ``config`` as YAML atomically."""
+    from geoxai.files import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(config, sort_keys=False))

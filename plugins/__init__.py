@@ -1,0 +1,1 @@
+"""Built-in geoxai evaluation plugins, registered through the ``geoxai.plugins`` entry points."""
