@@ -62,11 +62,20 @@ def data_synthcity(out: Path, places: int, visits: int, size: int, seed: int, te
 @data.command("info")
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--radius", default=25.0, show_default=True, type=float, help="Positive radius in metres.")
-def data_info(folder: Path, radius: float) -> None:
-    """Summarise a VPR dataset folder: counts, sizes, UTM extent, unreadable files."""
+@click.option("--no-labels", is_flag=True,
+              help="Do not read UTM coordinates from file names (folders without VPR names).")
+@click.option("--no-decode", is_flag=True,
+              help="Read image headers only; skip the full decode check (fast on huge datasets).")
+def data_info(folder: Path, radius: float, no_labels: bool, no_decode: bool) -> None:
+    """Summarise a VPR dataset folder: counts, sizes, UTM extent, positives, unreadable files.
+
+    FOLDER is a test set (database/ + queries/), a training folder, or a world root with train/,
+    database/ and queries/.
+    """
     from geoxai.data.info import dataset_info
 
-    click.echo(dataset_info(folder, radius=radius).format())
+    info = dataset_info(folder, radius=radius, labels=not no_labels, decode=not no_decode, progress=True)
+    click.echo(info.format())
 
 
 # ------------------------------------------------------------------------------------ training
