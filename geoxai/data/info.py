@@ -138,7 +138,7 @@ def _folder_info(name: str, folder: Path, labels: bool, decode: bool,
     headers = _map_files(_header_size, paths, f"{name}: headers", progress)
     info.sizes = dict(Counter(h for h in headers if isinstance(h, tuple)))
     if decode:
-        info.unreadable = check_images(paths, progress=progress)
+        info.unreadable = check_images(paths, progress=progress, desc=f"{name}: decoding")
     else:
         info.unreadable = [(p, h) for p, h in zip(paths, headers) if isinstance(h, str)]
     utm = None

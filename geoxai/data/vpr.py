@@ -102,8 +102,8 @@ def parse_name(path: str | Path) -> VPRName:
     return VPRName(utm_east=east, utm_north=north, **kwargs)
 
 
-def _format_number(value: float, padding: tuple[int, int] | None) -> str:
-    if value != value:
+def _format_number(value: float | None, padding: tuple[int, int] | None) -> str:
+    if value is None or value != value:
         return ""
     text = np.format_float_positional(float(value), trim="-")
     if padding is None:
@@ -120,13 +120,18 @@ def format_name(name: VPRName, suffix: str = ".jpg") -> str:
     Coordinates are zero-padded like the VPR-datasets-downloader writes them
     (``@0584269.67@4477041.35@17@T@040.44024@-079.99508@...``); extra decimals are kept, never cut.
     """
+    if not (math.isfinite(name.utm_east) and math.isfinite(name.utm_north)):
+        raise GeoxaiError(f"UTM coordinates must be finite numbers (got {name.utm_east}, {name.utm_north})")
     parts = []
     for field in NAME_FIELDS:
         value = getattr(name, field)
-        if isinstance(value, float):
+        if field in _NUMERIC_FIELDS or field in _PADDING:
             parts.append(_format_number(value, _PADDING.get(field)))
         else:
-            parts.append(str(value))
+            text = str(value)
+            if "@" in text or "/" in text or os.sep in text:
+                raise GeoxaiError(f"VPR name field {field} cannot contain '@' or '/' (got {text!r})")
+            parts.append(text)
     return "@" + "@".join(parts) + "@" + suffix
 
 
@@ -352,8 +357,9 @@ def _map_files(func: Callable[[Path], Any], paths: Sequence[Path], desc: str,
     return results
 
 
-def check_images(paths: Sequence[str | Path], progress: bool = False) -> list[tuple[Path, str]]:
+def check_images(paths: Sequence[str | Path], progress: bool = False,
+                 desc: str = "decoding") -> list[tuple[Path, str]]:
     """Fully decode every file; return the unreadable ones with the reason, in input order."""
     paths = [Path(p) for p in paths]
-    errors = _map_files(_decode_error, paths, "decoding", progress)
+    errors = _map_files(_decode_error, paths, desc, progress)
     return [(p, e) for p, e in zip(paths, errors) if e is not None]
