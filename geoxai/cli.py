@@ -131,9 +131,9 @@ def embedder_options(func):
 def embedder_spec(embedder: str, embedder_config: Path | None, **options: Any) -> dict[str, Any]:
     """Collect embedder options into the spec dict that ``geoxai.embedders.from_spec`` reads."""
     if embedder_config is not None:
-        from geoxai.config import load_config
+        from geoxai.embedders import read_spec  # resolves the sidecar's weights against its folder
 
-        return load_config(embedder_config)
+        return read_spec(embedder_config)
     spec = {"name": embedder}
     spec.update({k: v for k, v in options.items() if v is not None})
     return spec

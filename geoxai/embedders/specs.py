@@ -1,0 +1,39 @@
+"""Embedder specs on disk: the ``embedder.yaml`` sidecar written next to trained weights.
+
+A spec is the dict ``from_spec`` rebuilds an embedder from. In a sidecar the weights are stored
+relative to the sidecar's folder, so a folder of weights can be moved or shared as a whole.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+SIDECAR = "embedder.yaml"
+
+
+def sidecar_path(weights: str | Path) -> Path:
+    """Where the spec of ``weights`` lives: ``embedder.yaml`` in the same folder."""
+    return Path(weights).parent / SIDECAR
+
+
+def write_sidecar(weights: str | Path, spec: dict[str, Any]) -> Path:
+    """Write ``spec`` (weights given by file name) next to ``weights``; returns the sidecar path."""
+    from geoxai.config import save_config
+
+    weights = Path(weights)
+    path = sidecar_path(weights)
+    save_config({**spec, "weights": weights.name}, path)
+    return path
+
+
+def read_spec(path: str | Path) -> dict[str, Any]:
+    """Read a spec YAML; a relative ``weights`` path is resolved against the file's folder."""
+    from geoxai.config import load_config
+
+    path = Path(path)
+    spec = load_config(path)
+    weights = spec.get("weights")
+    if weights not in (None, "hub") and not Path(str(weights)).is_absolute():
+        spec["weights"] = str(path.parent / str(weights))
+    return spec
