@@ -36,7 +36,7 @@ FORMAT = "geoxai.generation-run/1"
 MANIFEST_COLUMNS = ("query_id", "query_path", "sample", "seed", "image_path", "utm_east", "utm_north")
 QUERIES_COLUMNS = ("query_id", "query_index", "query_path", "samples", "utm_east", "utm_north")
 # Settings that do not change what an image looks like: a resume may change them.
-NON_GENERATION_KEYS = frozenset({"format", "created", "updated", "geoxai_version", "batch_size", "device",
+NON_GENERATION_KEYS = frozenset({"format", "created", "updated", "geoxai_version", "batch_size", "device", "checkpoint",
                                  "limit", "progress", "num_workers"})
 _IMAGE_NAME = re.compile(r"^(\d+)\.png$")
 _TEXT_KEY = "geoxai:"  # prefix of the PNG text chunks that make each image self-describing

@@ -1,0 +1,149 @@
+"""``geoxai sample``: generate images from query photos' descriptors into a GenerationRun.
+
+Each (query, sample) pair has its own seed (``geoxai.runs.sample_seed``) and its own generator, so
+an image depends only on its query, sample index and the run's settings: not on the batch size, the
+order of work, nor on where a killed run was resumed. Batches mix queries and samples so every UNet
+call is full; each batch is saved as soon as it is generated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from geoxai.errors import GeoxaiError
+
+if TYPE_CHECKING:
+    from geoxai.runs import GenerationRun
+
+
+def checkpoint_identity(path: str | Path) -> str:
+    """sha256 of a checkpoint file, or of an exported folder (relative names and contents).
+
+    Hashing the content rather than trusting the path means a checkpoint overwritten by further
+    training can never be resumed into a run made with the old weights.
+    """
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        if file is not path:
+            digest.update(f"{file.relative_to(path).as_posix()}\0{file.stat().st_size}\0".encode())
+        with open(file, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_options(checkpoint: Path, samples: int, steps: int, batch_size: int, limit: int | None) -> None:
+    if samples < 1:
+        raise GeoxaiError(f"--samples {samples}: must be at least 1")
+    if steps < 1:
+        raise GeoxaiError(f"--steps {steps}: must be at least 1")
+    if batch_size < 1:
+        raise GeoxaiError(f"--batch-size {batch_size}: must be at least 1")
+    if limit is not None and limit < 1:
+        raise GeoxaiError(f"--limit {limit}: must be at least 1 (or left out for all queries)")
+    if not checkpoint.exists():
+        raise GeoxaiError(f"--checkpoint {checkpoint}: not found; give a .ckpt from `geoxai train` "
+                          "(stage: ldm) or an exported pipeline folder")
+
+
+def _section(config: dict[str, Any], key: str, checkpoint: Path) -> Any:
+    if config.get(key) is None:
+        raise GeoxaiError(f"--checkpoint {checkpoint}: its training config has no `{key}:` section; "
+                          "not a geoxai LDM checkpoint (train one with `geoxai train`, stage: ldm)")
+    return config[key]
+
+
+def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, samples: int = 4,
+               sampler: str = "dpm++", steps: int = 20, guidance: float = 1.0, seed: int = 0,
+               batch_size: int = 16, limit: int | None = None, device: str = "auto",
+               progress: bool = True) -> GenerationRun:
+    """Generate ``samples`` images per query image under ``queries`` into the GenerationRun ``out``.
+
+    Resumes an existing run with the same settings (only missing images are generated); a run with
+    other settings is an error. Unreadable queries are skipped, counted and reported on stderr.
+    Returns the finalised ``geoxai.runs.GenerationRun``.
+    """
+    from geoxai.data.vpr import list_images
+    from geoxai.devices import resolve_device
+    from geoxai.embedders import from_spec
+    from geoxai.ldm.autoencoder import load_autoencoder
+    from geoxai.ldm.module import load_components
+    from geoxai.ldm.pipeline import DescriptorDiffusionPipeline, build_scheduler, check_steps
+    from geoxai.retrieval import compute_descriptors
+    from geoxai.runs import GenerationRun, plan_queries
+
+    checkpoint, queries = Path(checkpoint).resolve(), Path(queries).resolve()
+    _check_options(checkpoint, samples, steps, batch_size, limit)
+    torch_device = resolve_device(device)
+    items = plan_queries(list_images(queries), queries)[:limit]
+
+    components = load_components(checkpoint, map_location="cpu")
+    config = components.config
+    embedder_spec = _section(config, "embedder", checkpoint)
+    autoencoder_spec = _section(config, "autoencoder", checkpoint)
+    image_size = int(_section(config, "data", checkpoint)["image_size"])
+    check_steps(build_scheduler(sampler, components.noise_scheduler_config), steps, sampler)
+    embedder = from_spec(embedder_spec)
+    if embedder.dim != components.context_dim:
+        raise GeoxaiError(
+            f"--checkpoint {checkpoint}: the embedder of its config gives {embedder.dim}-d descriptors "
+            f"but the model is conditioned on {components.context_dim}-d descriptors; use the "
+            "checkpoint together with the embedder it was trained with"
+        )
+
+    settings = {
+        "generator": "geoxai.ldm",
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": checkpoint_identity(checkpoint),
+        "sampler": sampler, "steps": int(steps), "guidance": float(guidance), "seed": int(seed),
+        "samples": int(samples),
+        "embedder": dict(embedder_spec), "autoencoder": dict(autoencoder_spec),
+        "queries": str(queries), "image_size": image_size,
+    }
+    vae = load_autoencoder(autoencoder_spec)  # before the run exists: a bad path writes nothing
+    run = GenerationRun.create(out, settings, resume=True)
+    todo = run.pending(items, samples)
+    skipped: list[tuple[Path, str]] = []
+    if todo:
+        position = {item.query_id: i for i, item in enumerate(items)}
+        wanted = [items[i] for i in sorted({position[item.query_id] for item, _, _ in todo})]
+        array, skipped = compute_descriptors(embedder, [item.query_path for item in wanted], batch_size=batch_size,
+                                             device=torch_device, progress=progress, desc="embedding queries")
+        embedder.cpu()
+        descriptors = {item.query_id: torch.from_numpy(row) for item, row in zip(wanted, array)
+                       if not np.isnan(row).any()}
+        _report_skipped(skipped)
+        todo = [entry for entry in todo if entry[0].query_id in descriptors]
+
+        pipeline = DescriptorDiffusionPipeline.from_components(components, vae, sampler=sampler,
+                                                               device=torch_device)
+        with tqdm(total=len(todo), desc=f"sampling ({sampler}, {steps} steps)", unit="img",
+                  disable=not progress) as bar:
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start:start + batch_size]
+                batch_descriptors = torch.stack([descriptors[item.query_id] for item, _, _ in chunk])
+                generators = [torch.Generator().manual_seed(int(s)) for _, _, s in chunk]
+                images = pipeline(batch_descriptors, num_inference_steps=steps, guidance=guidance,
+                                  generator=generators, output="pil")
+                run.save_images([(item, sample, s, image)
+                                 for (item, sample, s), image in zip(chunk, images)])
+                bar.update(len(chunk))
+    unreadable = {Path(path) for path, _ in skipped}
+    run.finalize([item for item in items if item.query_path not in unreadable], samples)
+    return run
+
+
+def _report_skipped(skipped: list[tuple[Path, str]]) -> None:
+    if skipped:
+        first = skipped[0][1]
+        print(f"warning: skipped {len(skipped)} unreadable query image(s), first: {first}",
+              file=sys.stderr)

@@ -1,0 +1,225 @@
+"""`geoxai sample`: a GenerationRun from a checkpoint, deterministic per (query, sample), resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from click.testing import CliRunner
+from diffusers import AutoencoderKL
+from PIL import Image
+
+from geoxai.cli import cli
+from geoxai.data.vpr import VPRName, format_name
+from geoxai.embedders.base import Embedder, resize_center_crop
+from geoxai.runs import GenerationRun
+
+DIM, IMAGE = 8, 16
+TINY_UNET = {"model_channels": 32, "channel_mult": [1, 2], "attention_resolutions": [1], "num_res_blocks": 1,
+             "num_heads": 2, "norm_num_groups": 8, "resblock_updown": False}
+
+
+class TinyEmbedder(Embedder):
+    """A fixed random projection of a 4x4 thumbnail: deterministic, instant, any dim."""
+
+    name = "tiny"
+
+    def __init__(self, dim: int = DIM, image_size: int = IMAGE, device: str = "cpu") -> None:
+        super().__init__()
+        self.dim, self.image_size = int(dim), int(image_size)
+        self.register_buffer("projection", torch.randn(48, self.dim, generator=torch.Generator().manual_seed(0)))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        thumbs = F.adaptive_avg_pool2d(resize_center_crop(images.to(self.device), self.image_size), 4)
+        return F.normalize(thumbs.flatten(1) @ self.projection, dim=1)
+
+    def spec(self) -> dict:
+        return {"name": f"{__file__}:TinyEmbedder", "dim": self.dim, "image_size": self.image_size}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared CPU run far faster without intra-op threads fighting each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def vae_folder(tmp_path_factory) -> Path:
+    torch.manual_seed(1)
+    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        block_out_channels=(8, 16), latent_channels=4, norm_num_groups=4, layers_per_block=1)
+    folder = tmp_path_factory.mktemp("vae")
+    vae.save_pretrained(folder)
+    return folder
+
+
+def make_checkpoint(path: Path, vae_folder: Path, embedder_dim: int = DIM, context_dim: int = DIM) -> Path:
+    """A Lightning-layout checkpoint of a randomly initialised tiny model (what `geoxai train` saves)."""
+    from geoxai.ldm.module import LatentDiffusion
+
+    torch.manual_seed(0)
+    config = {"stage": "ldm", "data": {"image_size": IMAGE},
+              "embedder": TinyEmbedder(embedder_dim).spec(), "autoencoder": {"path": str(vae_folder)},
+              "unet": TINY_UNET, "conditioning": {"mode": "crossattn"}, "optim": {"use_ema": False},
+              "diffusion": {"scale_by_std": False, "scale_factor": 0.5}}
+    model = LatentDiffusion(config, context_dim=context_dim)
+    torch.save({"state_dict": model.state_dict(),
+                "hyper_parameters": {"config": config, "context_dim": context_dim}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, vae_folder) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "last.ckpt", vae_folder)
+
+
+@pytest.fixture(scope="module")
+def queries(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("queries")
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        name = format_name(VPRName(utm_east=584000.0 + 30 * i, utm_north=4477000.0, zone_number="17", zone_letter="T"))
+        where = folder / ("sub" if i % 2 else "") / name
+        where.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (20 + 2 * i, 24, 3), dtype=np.uint8)).save(where.with_suffix(".png"))
+    return folder
+
+
+def sample(*args: str):
+    return CliRunner().invoke(cli, ["sample", *args])
+
+
+def options(checkpoint: Path, queries: Path, out: Path, *extra: str) -> list[str]:
+    return ["--checkpoint", str(checkpoint), "--queries", str(queries), "--out", str(out), "--samples", "2",
+            "--steps", "2", "--device", "cpu", *extra]
+
+
+def pixels(run_folder: Path) -> dict[str, np.ndarray]:
+    return {p.relative_to(run_folder).as_posix(): np.asarray(Image.open(p), dtype=np.int16)
+            for p in sorted((run_folder / "samples").rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, checkpoint, queries) -> Path:
+    """An uninterrupted run (batch size 4), the reference the other runs are compared with."""
+    out = tmp_path_factory.mktemp("runs") / "full"
+    result = sample(*options(checkpoint, queries, out, "--batch-size", "4"))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return out
+
+
+def test_sample_writes_a_complete_generation_run(full_run, queries, checkpoint):
+    run = GenerationRun.open(full_run)
+    manifest = run.manifest()
+    assert len(manifest) == 5 * 2 and not manifest.duplicated(["query_id", "sample"]).any()
+    assert sorted(manifest["sample"].unique()) == [0, 1]
+    for path in manifest["image_path"]:
+        assert not Path(path).is_absolute() and (full_run / path).is_file()
+        assert Image.open(full_run / path).size == (IMAGE, IMAGE)
+    assert manifest["utm_east"].notna().all()
+    settings = yaml.safe_load((full_run / "run.yaml").read_text())
+    assert settings["checkpoint"] == str(checkpoint.resolve()) and len(settings["checkpoint_sha256"]) == 64
+    assert (settings["sampler"], settings["steps"], settings["guidance"], settings["samples"]) == ("dpm++", 2, 1.0, 2)
+    assert settings["embedder"]["dim"] == DIM and settings["image_size"] == IMAGE
+    assert settings["queries"] == str(queries.resolve()) and "path" in settings["autoencoder"]
+    images = pixels(full_run)
+    assert len(images) == 10
+    first = list(images.values())
+    assert all(np.abs(first[0] - other).max() > 0 for other in first[1:])  # every image its own noise
+
+
+def test_a_killed_run_resumes_to_the_same_images(full_run, tmp_path, checkpoint, queries, monkeypatch):
+    from geoxai.ldm.pipeline import DescriptorDiffusionPipeline
+
+    original, calls = DescriptorDiffusionPipeline.__call__, []
+
+    def dies_after_one_batch(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("killed")
+        return original(self, *args, **kwargs)
+
+    out = tmp_path / "killed"
+    with monkeypatch.context() as patch:
+        patch.setattr(DescriptorDiffusionPipeline, "__call__", dies_after_one_batch)
+        killed = sample(*options(checkpoint, queries, out, "--batch-size", "3"))
+    assert isinstance(killed.exception, RuntimeError) and len(pixels(out)) == 3
+    resumed = sample(*options(checkpoint, queries, out, "--batch-size", "3"))
+    assert resumed.exit_code == 0, resumed.output
+    manifest = pd.read_csv(out / "manifest.csv")
+    assert len(manifest) == 10 and not manifest.duplicated(["query_id", "sample"]).any()
+    reference, images = pixels(full_run), pixels(out)
+    assert images.keys() == reference.keys()  # no temporary or extra files either
+    for name, image in images.items():  # batch 3 + resume vs batch 4: the same image per (query, sample)
+        assert np.abs(image - reference[name]).max() <= 1, name
+
+    def must_not_generate(self, *args, **kwargs):
+        raise AssertionError("a complete run generated again")
+
+    monkeypatch.setattr(DescriptorDiffusionPipeline, "__call__", must_not_generate)
+    again = sample(*options(checkpoint, queries, out))
+    assert again.exit_code == 0, again.output
+    changed = sample(*options(checkpoint, queries, out)[:-2], "--steps", "3", "--device", "cpu")
+    assert changed.exit_code == 2 and "steps (2 != 3)" in changed.stderr
+
+
+def test_unreadable_queries_are_skipped_and_reported(tmp_path, checkpoint, queries):
+    folder = tmp_path / "queries"
+    for path in sorted(queries.rglob("*.png"))[:2]:
+        (folder / path.name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    result = sample(*options(checkpoint, folder, tmp_path / "run", "--samples", "1"))
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 unreadable" in result.stderr and "broken.jpg" in result.stderr
+    assert len(GenerationRun.open(tmp_path / "run").manifest()) == 2
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output + repr(result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_descriptor_dim_mismatch_names_both_dims(tmp_path, vae_folder, queries):
+    checkpoint = make_checkpoint(tmp_path / "other.ckpt", vae_folder, embedder_dim=6, context_dim=DIM)
+    error = one_line_error(sample(*options(checkpoint, queries, tmp_path / "run")))
+    assert "6-d" in error and "8-d" in error
+    assert not (tmp_path / "run").exists()  # nothing written for a refused command
+
+
+def test_user_mistakes_are_one_line_errors(tmp_path, checkpoint, queries):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no .jpg/.jpeg/.png images" in one_line_error(sample(*options(checkpoint, empty, tmp_path / "a")))
+    assert "not found" in one_line_error(sample(*options(tmp_path / "missing.ckpt", queries, tmp_path / "b")))
+    junk = tmp_path / "junk.ckpt"
+    junk.write_text("not a checkpoint")
+    assert "junk.ckpt" in one_line_error(sample(*options(junk, queries, tmp_path / "c")))
+    other_stage = tmp_path / "embedder.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1.0}}, other_stage)
+    assert "not a geoxai" in one_line_error(sample(*options(other_stage, queries, tmp_path / "d")))
+    assert "--samples 0" in one_line_error(sample(*options(checkpoint, queries, tmp_path / "e"), "--samples", "0"))
+    assert "--steps 0" in one_line_error(sample(*options(checkpoint, queries, tmp_path / "f"), "--steps", "0"))
+
+
+def test_an_exported_folder_samples_the_same_images(full_run, tmp_path, checkpoint, queries):
+    from geoxai.ldm.export import export_pipeline
+
+    folder = export_pipeline(checkpoint, tmp_path / "export")
+    out = tmp_path / "from_export"
+    result = sample(*options(folder, queries, out, "--limit", "2"))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    reference, images = pixels(full_run), pixels(out)
+    assert sorted(images) == [f"samples/q00000{q}/{s}.png" for q in (0, 1) for s in (0, 1)]
+    for name, image in images.items():
+        assert np.abs(image - reference[name]).max() <= 1, name
