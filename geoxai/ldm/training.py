@@ -1,0 +1,264 @@
+"""``geoxai train`` for ``stage: ldm``: the descriptor-conditioned latent diffusion model.
+
+The frozen autoencoder and embedder run once over the training images (``geoxai.ldm.latent_cache``);
+training then reads posterior moments and descriptors from memory-mapped files. Output folder:
+
+    config.yaml          the resolved config (every default filled in)
+    checkpoints/         last.ckpt and step_XXXXXX.ckpt (Lightning; resume with --resume)
+    images/              step_XXXXXX.png previews: held-out originals over generations
+    loss.csv             step, loss, lr per optimizer step
+    logs/                Lightning CSV logs (and TensorBoard when installed)
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import math
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from geoxai.config import merge
+from geoxai.errors import GeoxaiError, UnreadableImageError
+from geoxai.ldm.autoencoder import AUTOENCODER_DEFAULTS
+from geoxai.ldm.module import MODEL_SECTIONS, model_settings
+from geoxai.trainer import TRAINER_DEFAULTS
+
+DATA_DEFAULTS: dict[str, Any] = {
+    "train_dirs": [],  # image folders (any depth), e.g. a world's train/ and database/
+    "image_size": 256,
+    "flip": True,  # cache mirrored images too; training picks one of the pair with p = 0.5
+    "batch_size": 48,
+    "num_workers": 4,
+    "val_queries": None,  # held-out image folder for previews (default: training images)
+    "cache_dir": None,  # latent cache root (default: the geoxai cache, latents/)
+    "encode_batch_size": 32,  # images per autoencoder / embedder call while caching
+}
+LOGGING_DEFAULTS: dict[str, Any] = {
+    "image_every_n_steps": 5000,  # 0 disables previews
+    "num_images": 8,
+    "sampler": "ddim",
+    "sampler_steps": 50,
+    "guidance": 1.0,
+    "checkpoint_every_n_steps": 5000,
+}
+LDM_DEFAULTS: dict[str, Any] = {
+    "stage": "ldm",
+    "output_dir": None,
+    "data": DATA_DEFAULTS,
+    "embedder": {},  # a geoxai.embedders.from_spec spec, passed through unchanged
+    "autoencoder": AUTOENCODER_DEFAULTS,
+    **MODEL_SECTIONS,
+    "logging": LOGGING_DEFAULTS,
+    "trainer": TRAINER_DEFAULTS,
+}
+
+
+def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config with every default filled in; unknown keys and missing essentials are errors."""
+    config = merge(LDM_DEFAULTS, dict(config), "config")
+    if config["stage"] != "ldm":
+        raise GeoxaiError(f"config: stage is {config['stage']!r}; this trainer handles stage: ldm")
+    if not config["output_dir"]:
+        raise GeoxaiError("config: output_dir is not set; e.g. output_dir: runs/ldm/synthcity")
+    data = config["data"]
+    if isinstance(data["train_dirs"], (str, Path)):
+        data["train_dirs"] = [str(data["train_dirs"])]
+    if not data["train_dirs"]:
+        raise GeoxaiError("config: data.train_dirs is empty; list the image folders to train on")
+    if not config["embedder"]:
+        raise GeoxaiError("config: embedder is empty; give a spec like {name: cosplace, backbone: resnet50, "
+                          "dim: 512, weights: hub}")
+    for key in ("batch_size", "image_size", "encode_batch_size"):
+        if int(data[key]) < 1:
+            raise GeoxaiError(f"config: data.{key} must be at least 1 (got {data[key]})")
+    config.update(model_settings(config))
+    return config
+
+
+def fit_to_models(config: dict[str, Any], vae: Any, context_dim: int) -> dict[str, Any]:
+    """Fill what the autoencoder decides (latent side, scale factor) and check what must agree."""
+    from geoxai.ldm.autoencoder import downsampling_factor, latent_channels
+
+    config = copy.deepcopy(config)
+    factor, channels = downsampling_factor(vae), latent_channels(vae)
+    size = int(config["data"]["image_size"])
+    if size % factor:
+        raise GeoxaiError(f"data.image_size {size}: not a multiple of the autoencoder's downsampling factor {factor}")
+    if int(config["unet"]["in_channels"]) != channels:
+        raise GeoxaiError(f"unet.in_channels {config['unet']['in_channels']} differs from the autoencoder's "
+                          f"{channels} latent channels; set unet.in_channels: {channels}")
+    if config["unet"]["sample_size"] is None:
+        config["unet"]["sample_size"] = size // factor
+    diffusion = config["diffusion"]
+    if not diffusion["scale_by_std"] and diffusion["scale_factor"] is None:
+        diffusion["scale_factor"] = float(vae.config.scaling_factor)
+    return config
+
+
+def training_images(train_dirs: list[str]) -> list[Path]:
+    from geoxai.data.vpr import list_images
+
+    paths: list[Path] = []
+    for folder in train_dirs:
+        found = list_images(folder)
+        if not found:
+            raise GeoxaiError(f"data.train_dirs: {folder} holds no .jpg/.jpeg/.png images")
+        paths += found
+    return paths
+
+
+def preview_originals(paths: list[Path], count: int, image_size: int) -> tuple[torch.Tensor, list[Path]]:
+    """``count`` readable images spread evenly over ``paths``, resized and centre-cropped."""
+    from geoxai.data.images import load_tensor
+    from geoxai.embedders.base import resize_center_crop
+
+    if count <= 0 or not paths:
+        return torch.zeros(0, 3, image_size, image_size), []
+    step = max(1, len(paths) // count)
+    images, used = [], []
+    for path in paths[::step]:
+        try:
+            images.append(resize_center_crop(load_tensor(path), image_size))
+            used.append(path)
+        except UnreadableImageError:
+            continue
+        if len(images) == count:
+            break
+    if not images:
+        return torch.zeros(0, 3, image_size, image_size), []
+    return torch.stack(images), used
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
+    except Exception:  # a checkpoint being unreadable here is reported where it is loaded
+        return None
+
+
+def check_resume(checkpoint: Path, model: Any, context_dim: int) -> None:
+    """One-line errors when ``checkpoint`` cannot continue with the current config."""
+    from geoxai.ldm.module import check_state_dict, read_checkpoint
+
+    state = read_checkpoint(checkpoint)
+    old_dim = (state.get("hyper_parameters") or {}).get("context_dim")
+    if old_dim is not None and int(old_dim) != int(context_dim):
+        raise GeoxaiError(f"embedder: gives {context_dim}-d descriptors but {checkpoint} has context dim "
+                          f"{old_dim}; use the embedder it was trained with or a new output_dir")
+    check_state_dict(model.state_dict(), state["state_dict"], f"--resume {checkpoint}")
+
+
+def _loggers(out: Path) -> list[Any]:
+    from pytorch_lightning.loggers import CSVLogger
+
+    loggers: list[Any] = [CSVLogger(save_dir=str(out), name="logs")]
+    if importlib.util.find_spec("tensorboard") is None:  # optional: previews then live in images/ only
+        return loggers
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    loggers.append(TensorBoardLogger(save_dir=str(out), name="tensorboard"))
+    return loggers
+
+
+def train(config: dict[str, Any], resume: bool = False) -> Path:
+    """Train (or with ``resume`` continue) the LDM of ``config``; returns ``checkpoints/last.ckpt``."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+    from torch.utils.data import DataLoader
+
+    from geoxai.cache import cache_dir
+    from geoxai.config import save_config
+    from geoxai.devices import resolve_device
+    from geoxai.embedders import from_spec
+    from geoxai.ldm.autoencoder import autoencoder_identity, encode_moments, load_autoencoder
+    from geoxai.ldm.callbacks import LossCSV, PreviewGrid
+    from geoxai.ldm.latent_cache import build_latent_cache
+    from geoxai.ldm.module import LatentDiffusion, NonFiniteLossError
+    from geoxai.trainer import build_trainer
+
+    config = resolve_config(config)
+    out = Path(config["output_dir"])
+    checkpoints = out / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    if resume and not last.is_file():
+        raise GeoxaiError(f"--resume: no checkpoint at {last}; start without --resume")
+    if not resume and last.is_file():
+        raise GeoxaiError(f"{out} already holds a training run ({last}); continue it with --resume "
+                          "or choose another output_dir")
+    data, logging = config["data"], config["logging"]
+
+    vae = load_autoencoder(config["autoencoder"])
+    embedder = from_spec(config["embedder"])
+    config = fit_to_models(config, vae, embedder.dim)
+    pl.seed_everything(int(config["trainer"]["seed"]), workers=True, verbose=False)  # same init every run
+    model = LatentDiffusion(config, embedder.dim)
+    if resume:
+        check_resume(last, model, embedder.dim)
+
+    device = resolve_device("auto")
+    if device.type == "cuda":  # under DDP each rank re-runs this; keep its work on its own GPU
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    vae.to(device)
+    embedder.to(device)
+    cache = build_latent_cache(
+        training_images(data["train_dirs"]), encode_moments=partial(encode_moments, vae), embed=embedder.embed,
+        autoencoder_id=autoencoder_identity(vae), embedder_id=embedder.identity(),
+        image_size=int(data["image_size"]), flip=bool(data["flip"]),
+        root=Path(data["cache_dir"]) if data["cache_dir"] else cache_dir("latents"),
+        batch_size=int(data["encode_batch_size"]), device=device, progress=True)
+    if len(cache) == 0:
+        raise GeoxaiError(f"data.train_dirs: no readable images in {', '.join(data['train_dirs'])}")
+
+    callbacks: list[Any] = [
+        ModelCheckpoint(dirpath=str(checkpoints), filename="step_{step:06d}", auto_insert_metric_name=False,
+                        every_n_train_steps=int(logging["checkpoint_every_n_steps"]) or None, save_top_k=-1,
+                        save_last=True),
+        LearningRateMonitor(logging_interval="step"),
+        LossCSV(out / "loss.csv"),
+    ]
+    if int(logging["image_every_n_steps"]) > 0 and int(logging["num_images"]) > 0:
+        from geoxai.data.vpr import list_images
+
+        preview_paths = list_images(data["val_queries"]) if data["val_queries"] else [Path(p) for p in cache.paths]
+        originals, _ = preview_originals(preview_paths, int(logging["num_images"]), int(data["image_size"]))
+        with torch.no_grad():
+            descriptors = embedder.embed(originals.to(device)).float().cpu() if len(originals) else \
+                torch.zeros(0, embedder.dim)
+        callbacks.append(PreviewGrid(out / "images", originals, descriptors, vae,
+                                     every_n_steps=int(logging["image_every_n_steps"]), sampler=logging["sampler"],
+                                     sampler_steps=int(logging["sampler_steps"]), guidance=float(logging["guidance"]),
+                                     seed=int(config["trainer"]["seed"])))
+    vae.cpu()
+    embedder.cpu()
+    del embedder
+
+    dataset = cache.dataset()
+    batch_size = int(data["batch_size"])
+    workers = int(data["num_workers"])
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=len(dataset) >= batch_size,
+                        num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+    save_config(config, out / "config.yaml")
+    trainer = build_trainer(config["trainer"], out, callbacks=callbacks, logger=_loggers(out))
+    pl.utilities.rank_zero_info(f"ldm: {len(cache)} cached images ({cache.folder}), latents "
+                                f"{tuple(cache.moments.shape[1:])} moments, descriptors {cache.descriptors.shape[1]}-d, "
+                                f"UNet {sum(p.numel() for p in model.unet.parameters()) / 1e6:.1f}M parameters, "
+                                f"conditioning {config['conditioning']['mode']}")
+    try:
+        trainer.fit(model, train_dataloaders=loader, ckpt_path=str(last) if resume else None, weights_only=True)
+    except NonFiniteLossError as exc:
+        good = _checkpoint_step(last) if last.is_file() else None
+        kept = (f"the last good checkpoint is kept: {last} (step {good})" if good is not None
+                else "no checkpoint had been saved yet")
+        raise GeoxaiError(f"{exc}; training stopped, {kept}; lower optim.base_lr or check the data, "
+                          "then continue with --resume") from None
+    trainer.save_checkpoint(last, weights_only=False)  # full state: --resume continues from it
+    if trainer.is_global_zero:
+        scale = float(model.scale_factor)
+        print(f"ldm: trained to step {trainer.global_step}, scale factor "
+              f"{scale if math.isfinite(scale) else 'unset'}, checkpoint {last}")
+    return last
