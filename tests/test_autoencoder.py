@@ -16,12 +16,7 @@ from geoxai.ldm.autoencoder import (autoencoder_identity, decode, encode_moments
                                     sample_latents)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_vae(seed: int = 0) -> AutoencoderKL:

@@ -16,13 +16,7 @@ TINY_UNET = {"model_channels": 32, "channel_mult": [1, 2], "attention_resolution
              "num_heads": 4, "sample_size": 8}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread, and much faster on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(mode: str = "crossattn", **diffusion) -> dict:

@@ -19,13 +19,7 @@ COMPVIS = {"num_train_timesteps": 1000, "beta_start": 0.0015, "beta_end": 0.0155
            "beta_schedule": "scaled_linear", "prediction_type": "epsilon"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared CPU run far faster without intra-op threads fighting each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_vae() -> AutoencoderKL:

@@ -42,13 +42,7 @@ class TinyEmbedder(Embedder):
         return {"name": f"{__file__}:TinyEmbedder", "dim": self.dim, "image_size": self.image_size}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared CPU run far faster without intra-op threads fighting each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
