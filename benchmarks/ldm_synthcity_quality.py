@@ -97,11 +97,18 @@ def plot_loss(loss_csv: Path, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def evaluate(run_folder: Path, world: Path, embedder: Any, device: torch.device, batch_size: int) -> dict[str, Any]:
-    """Recall@1 of generations and originals, chance, and paired vs other-place descriptor cosine."""
+def evaluate(run_folder: Path, world: Path, embedder: Any, device: torch.device, batch_size: int,
+             search: Any = None) -> dict[str, Any]:
+    """Recall@1 of generations and originals, chance, and paired vs other-place descriptor cosine.
+
+    ``search(database, queries, k) -> (distances, indices)``: geoxai's faiss search unless given.
+    """
     from geoxai.data.vpr import VPRTestSet, radius_positives
-    from geoxai.retrieval import chance_recall, compute_descriptors, recall_at, search
+    from geoxai.retrieval import chance_recall, compute_descriptors, recall_at
     from geoxai.runs import GenerationRun
+
+    if search is None:
+        from geoxai.retrieval import search
 
     test_set = VPRTestSet(world)
     manifest = GenerationRun.open(run_folder).manifest(absolute=True)
@@ -133,6 +140,39 @@ def evaluate(run_folder: Path, world: Path, embedder: Any, device: torch.device,
     }
 
 
+@torch.no_grad()
+def reconstruction_recall(autoencoder: Any, queries: list[Path], world: Path, embedder: Any, device: torch.device,
+                          batch_size: int, search: Any = None) -> dict[str, float]:
+    """Recall@1 of the queries passed through the autoencoder (encode, posterior mode, decode).
+
+    The ceiling for any LDM on that autoencoder: a generation can at best be the reconstruction.
+    """
+    from geoxai.data.images import load_tensor
+    from geoxai.data.vpr import VPRTestSet, radius_positives, utm_coordinates
+    from geoxai.embedders.base import resize_center_crop
+    from geoxai.retrieval import compute_descriptors, recall_at
+
+    if search is None:
+        from geoxai.retrieval import search
+    test_set = VPRTestSet(world)
+    database, _ = compute_descriptors(embedder, test_set.database_paths, batch_size=batch_size, device=device,
+                                      progress=False)
+    autoencoder = autoencoder.to(device).eval()
+    originals, reconstructions = [], []
+    for start in range(0, len(queries), batch_size):
+        images = torch.stack([resize_center_crop(load_tensor(p), embedder.image_size)
+                              for p in queries[start:start + batch_size]]).to(device)
+        latents = autoencoder.encode(images * 2 - 1).latent_dist.mode()
+        decoded = ((autoencoder.decode(latents).sample.clamp(-1, 1) + 1) / 2).float()
+        originals.append(embedder.embed(images).float().cpu().numpy())
+        reconstructions.append(embedder.embed(decoded).float().cpu().numpy())
+    originals, reconstructions = np.concatenate(originals), np.concatenate(reconstructions)
+    positives = radius_positives(test_set.database_utm, utm_coordinates(queries), test_set.radius)
+    _, top = search(database, reconstructions, 1)
+    return {"recall@1_reconstruction": recall_at(top, positives, ns=(1,))[1],
+            "cosine_reconstruction": float((originals * reconstructions).sum(axis=1).mean())}
+
+
 def generations_grid(run_folder: Path, image_size: int, rows: int, path: Path) -> None:
     from geoxai.data.images import load_tensor
     from geoxai.embedders.base import resize_center_crop
@@ -161,7 +201,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=3, help="generations per query")
     parser.add_argument("--sampler", default="dpm++", choices=["dpm++", "ddim", "ddpm"])
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--guidance", type=float, default=1.0)
+    parser.add_argument("--guidance", type=float, default=3.0,
+                        help="classifier-free guidance (the config trains with p_uncond 0.1)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--grid-rows", type=int, default=8)
     parser.add_argument("--device", default="auto")

@@ -126,6 +126,39 @@ def test_scale_by_std_sets_one_over_std_of_the_first_batch():
     assert fixed.scale_factor.item() == 0.25
 
 
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_min_snr_weights_follow_the_definition(prediction):
+    from diffusers.training_utils import compute_snr
+
+    model = LatentDiffusion(tiny_config(prediction_type=prediction, snr_gamma=5.0), DIM)
+    steps = torch.tensor([0, 100, 400, 999])
+    snr = compute_snr(model.noise_scheduler, steps)
+    weights = model.loss_weights(steps)
+    expected = torch.minimum(snr, torch.tensor(5.0)) / (snr + 1 if prediction == "v_prediction" else snr)
+    assert torch.allclose(weights, expected.float())
+    assert weights[0] < weights[-1] if prediction == "epsilon" else weights[0] < 1  # low noise is down-weighted
+    uniform = LatentDiffusion(tiny_config(prediction_type=prediction), DIM)
+    assert torch.equal(uniform.loss_weights(steps), torch.ones(4))
+
+
+def test_min_snr_loss_is_the_weighted_per_sample_loss():
+    torch.manual_seed(0)
+    model = LatentDiffusion(tiny_config(snr_gamma=1.0, loss="l2"), DIM)
+    plain = LatentDiffusion(tiny_config(loss="l2"), DIM)
+    plain.load_state_dict(model.state_dict())
+    batch = moments_batch()
+    torch.manual_seed(3)
+    weighted = model.compute_loss(batch)
+    torch.manual_seed(3)
+    unweighted = plain.compute_loss(batch)
+    assert not torch.isclose(weighted, unweighted)  # gamma 1 changes every weight below 1
+
+
+def test_bad_snr_gamma_is_a_one_line_error():
+    with pytest.raises(GeoxaiError, match="snr_gamma"):
+        LatentDiffusion(tiny_config(snr_gamma=0), DIM)
+
+
 def test_tiny_model_overfits_one_batch():
     torch.manual_seed(0)
     model = LatentDiffusion(tiny_config(), DIM)
@@ -240,4 +273,6 @@ def test_shipped_autoencoder_config_validates():
 
     config = resolve_config(load_config(Path(__file__).parents[1] / "configs" / "autoencoder" / "synthcity.yaml"))
     vae = build_autoencoder(config["model"])
-    assert 2 ** (len(vae.config.block_out_channels) - 1) == 8 and vae.config.latent_channels == 4
+    ldm = load_config(Path(__file__).parents[1] / "configs" / "ldm" / "synthcity.yaml")
+    assert 2 ** (len(vae.config.block_out_channels) - 1) == 8
+    assert vae.config.latent_channels == ldm["unet"]["in_channels"]  # the two SynthCity configs agree

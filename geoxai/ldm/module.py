@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DConditionModel
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, compute_snr
 
 from geoxai.errors import GeoxaiError
 from geoxai.ldm.autoencoder import sample_latents
@@ -43,6 +43,7 @@ DIFFUSION_DEFAULTS: dict[str, Any] = {
     "beta_schedule": "scaled_linear",  # CompVis "linear": linspace(sqrt(start), sqrt(end)) ** 2
     "prediction_type": "epsilon",  # epsilon | v_prediction
     "loss": "l1",  # l1 | l2
+    "snr_gamma": None,  # Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice); null = uniform
     "scale_by_std": True,  # scale factor = 1 / std of the first training batch's latents
     "scale_factor": None,  # used when scale_by_std is false (default: the autoencoder's scaling_factor)
 }
@@ -72,6 +73,8 @@ def model_settings(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         raise GeoxaiError(f"diffusion.prediction_type {diffusion['prediction_type']!r}: use epsilon or v_prediction")
     if diffusion["loss"] not in ("l1", "l2"):
         raise GeoxaiError(f"diffusion.loss {diffusion['loss']!r}: use l1 or l2")
+    if diffusion["snr_gamma"] is not None and not float(diffusion["snr_gamma"]) > 0:
+        raise GeoxaiError(f"diffusion.snr_gamma {diffusion['snr_gamma']}: use a positive number (5 is usual) or null")
     if not diffusion["scale_by_std"] and diffusion["scale_factor"] is None:
         raise GeoxaiError("diffusion.scale_factor is not set and diffusion.scale_by_std is false; set one of them")
     if out["optim"]["optimizer"] not in ("adamw", "adam"):
@@ -197,9 +200,21 @@ class LatentDiffusion(pl.LightningModule):
         else:
             target = noise
         prediction = self.unet(noisy, steps, **self.conditioner(descriptors)).sample
-        if self.settings["diffusion"]["loss"] == "l1":
-            return F.l1_loss(prediction.float(), target.float())
-        return F.mse_loss(prediction.float(), target.float())
+        loss_fn = F.l1_loss if self.settings["diffusion"]["loss"] == "l1" else F.mse_loss
+        per_sample = loss_fn(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        return (per_sample * self.loss_weights(steps)).mean()
+
+    def loss_weights(self, steps: torch.Tensor) -> torch.Tensor:
+        """Per-sample loss weights: 1, or Min-SNR-gamma, which stops the easy low-noise steps from
+        dominating the gradient (the paper reports ~3x faster convergence)."""
+        gamma = self.settings["diffusion"]["snr_gamma"]
+        if gamma is None:
+            return torch.ones(steps.shape, device=steps.device)
+        snr = compute_snr(self.noise_scheduler, steps).float()
+        clipped = torch.clamp(snr, max=float(gamma))
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            return clipped / (snr + 1)
+        return clipped / snr
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.compute_loss(batch)

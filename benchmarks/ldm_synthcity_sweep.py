@@ -1,0 +1,154 @@
+"""Which design choices move recall@1 of SynthCity generations, at the step counts a 2-core CPU affords?
+
+A 30-minute CPU run of ``configs/ldm/synthcity.yaml`` is one data point; this script compares many
+variants *step-matched* to that CPU budget: each autoencoder and LDM variant in the plan trains for
+the number of optimizer steps it reaches on the 2-core CPU in its budget (measured there and written
+into the plan), so a fast accelerator answers in minutes what the CPU answers in hours, and the
+winner is then confirmed on the CPU with ``benchmarks/ldm_synthcity_quality.py``.
+
+Per autoencoder: held-out PSNR and the *reconstruction ceiling* (recall@1 of queries passed through
+the autoencoder: no LDM on it can do better). Per LDM variant and guidance scale: recall@1 of the
+generations used as queries, beside the originals' recall@1, chance and that ceiling, and the paired
+vs other-place descriptor cosine. Rows are appended to ``results.csv`` as they finish, so a run cut
+short keeps what it measured; ``--budget-minutes`` skips what would not finish (said in the table).
+
+    python benchmarks/ldm_synthcity_sweep.py --plan benchmarks/ldm_synthcity_sweep.yaml --out runs/bench/sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ldm_synthcity_quality import evaluate, reconstruction_recall, subset_queries  # noqa: E402
+
+
+def exact_search(database: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact L2 k-NN with numpy (the same neighbours as faiss IndexFlatL2; no faiss needed)."""
+    distances = (queries ** 2).sum(1)[:, None] - 2 * queries @ database.T + (database ** 2).sum(1)[None]
+    order = np.argsort(distances, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(distances, order, axis=1), order
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    import pandas as pd
+
+    from geoxai.files import atomic_write_text
+
+    frame = pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    frame = pd.concat([frame, pd.DataFrame([row])], ignore_index=True)
+    atomic_write_text(path, frame.to_csv(index=False, float_format="%.4g"))
+
+
+def train_autoencoders(plan: dict[str, Any], args: argparse.Namespace, embedder: Any, device: torch.device,
+                       queries: list[Path], deadline: float) -> dict[str, dict[str, Any]]:
+    from geoxai.config import load_config
+    from geoxai.ldm.autoencoder import load_autoencoder
+    from geoxai.ldm.autoencoder_training import train
+
+    results = {}
+    for name, variant in plan["autoencoders"].items():
+        folder = args.out / "autoencoders" / name
+        if not (folder / "vae").is_dir():
+            if time.time() > deadline:
+                append_row(args.out / "results.csv", {"kind": "autoencoder", "variant": name, "note": "skipped: budget"})
+                continue
+            started = time.time()
+            train(load_config(args.autoencoder_config, [*variant.get("overrides", []), f"output_dir={folder}",
+                                                        f"trainer.max_steps={variant['steps']}", "trainer.max_time=null"]))
+            print(f"[autoencoder {name}] trained {variant['steps']} steps in {time.time() - started:.0f} s")
+        metrics = json.loads((folder / "metrics.json").read_text())
+        vae = load_autoencoder({"path": str(folder / "vae")})
+        ceiling = reconstruction_recall(vae, queries, args.world, embedder, device, args.batch_size, exact_search)
+        results[name] = {"path": folder / "vae", "latent_channels": metrics["latent_channels"], **ceiling}
+        append_row(args.out / "results.csv", {"kind": "autoencoder", "variant": name, "steps": metrics["steps"],
+                                              "psnr_db": metrics["psnr_db"], **ceiling})
+        print(f"[autoencoder {name}] PSNR {metrics['psnr_db']:.2f} dB, reconstruction recall@1 "
+              f"{ceiling['recall@1_reconstruction']:.1f}")
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--plan", type=Path, default=Path(__file__).with_name("ldm_synthcity_sweep.yaml"))
+    parser.add_argument("--config", type=Path, default=Path("configs/ldm/synthcity.yaml"))
+    parser.add_argument("--autoencoder-config", type=Path, default=Path("configs/autoencoder/synthcity.yaml"))
+    parser.add_argument("--world", type=Path, default=Path("worlds/synthcity"))
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--samples", type=int, default=2)
+    parser.add_argument("--guidance", default="1,3", help="guidance scales to sample with, comma-separated")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--budget-minutes", type=float, default=None, help="skip variants that start after this")
+    parser.add_argument("--step-scale", type=float, default=1.0, help="multiply every step count (smoke tests)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/ldm_synthcity_sweep"))
+    args = parser.parse_args()
+
+    from geoxai.config import load_config
+    from geoxai.data.vpr import list_images
+    from geoxai.devices import resolve_device
+    from geoxai.embedders import from_spec
+    from geoxai.ldm.sampling import sample_run
+    from geoxai.ldm.training import train
+
+    deadline = time.time() + 60 * args.budget_minutes if args.budget_minutes else float("inf")
+    plan = yaml.safe_load(args.plan.read_text())
+    for section in ("autoencoders", "ldm"):
+        for variant in plan[section].values():
+            variant["steps"] = max(1, round(variant["steps"] * args.step_scale))
+    device = resolve_device(args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    base = load_config(args.config)
+    embedder = from_spec(base["embedder"]).to(device).eval()
+    query_folder = subset_queries(args.world, args.queries, args.out)
+    queries = list_images(query_folder)
+    autoencoders = train_autoencoders(plan, args, embedder, device, queries, deadline)
+    best = max(autoencoders, key=lambda n: autoencoders[n]["recall@1_reconstruction"])
+    print(f"best autoencoder by reconstruction recall: {best}")
+
+    for name, variant in plan["ldm"].items():
+        ae_name = best if variant.get("autoencoder", "best") == "best" else variant["autoencoder"]
+        if ae_name not in autoencoders or time.time() > deadline:
+            append_row(args.out / "results.csv", {"kind": "ldm", "variant": name, "autoencoder": ae_name,
+                                                  "note": "skipped: budget" if time.time() > deadline else
+                                                  "skipped: autoencoder missing"})
+            continue
+        ae = autoencoders[ae_name]
+        folder = args.out / "ldm" / name
+        config = load_config(args.config, [
+            f"autoencoder.path={ae['path']}", f"unet.in_channels={ae['latent_channels']}", f"output_dir={folder / 'train'}",
+            f"trainer.max_steps={variant['steps']}", "trainer.max_time=null", "logging.image_every_n_steps=1000000",
+            "logging.checkpoint_every_n_steps=1000000", *variant.get("overrides", [])])
+        checkpoint = folder / "train" / "checkpoints" / "last.ckpt"
+        started = time.time()
+        if not checkpoint.is_file():
+            checkpoint = train(config)
+        seconds = time.time() - started
+        for guidance in [float(g) for g in args.guidance.split(",")]:
+            run_folder = folder / f"generations_g{guidance:g}"
+            sample_run(checkpoint, query_folder, run_folder, samples=args.samples, sampler="dpm++", steps=20,
+                       guidance=guidance, batch_size=args.batch_size, device=str(device))
+            result = evaluate(run_folder, args.world, embedder, device, args.batch_size, exact_search)
+            row = {"kind": "ldm", "variant": name, "autoencoder": ae_name, "steps": variant["steps"],
+                   "train_seconds": round(seconds, 1), "guidance": guidance,
+                   "overrides": " ".join(variant.get("overrides", [])),
+                   "recall@1_reconstruction": ae["recall@1_reconstruction"], **result}
+            append_row(args.out / "results.csv", row)
+            print(f"[{name} g={guidance:g}] recall@1 generations {result['recall@1_generated']:.1f} "
+                  f"(originals {result['recall@1_original']:.1f}, reconstructions "
+                  f"{ae['recall@1_reconstruction']:.1f}, chance {result['recall@1_chance']:.1f}); cosine paired "
+                  f"{result['cosine_paired']:.3f} vs other places {result['cosine_other_place']:.3f}", flush=True)
+    print(f"written: {args.out / 'results.csv'}")
+
+
+if __name__ == "__main__":
+    main()
