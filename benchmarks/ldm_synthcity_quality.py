@@ -173,6 +173,11 @@ def reconstruction_recall(autoencoder: Any, queries: list[Path], world: Path, em
             "cosine_reconstruction": float((originals * reconstructions).sum(axis=1).mean())}
 
 
+def trained_steps(checkpoint: Path) -> int:
+    """The optimizer step a Lightning checkpoint was saved at."""
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"])
+
+
 def generations_grid(run_folder: Path, image_size: int, rows: int, path: Path) -> None:
     from geoxai.data.images import load_tensor
     from geoxai.embedders.base import resize_center_crop
@@ -223,6 +228,7 @@ def main() -> None:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     check_inputs(load_config(args.config, args.overrides), args.world, args.config)
     queries = subset_queries(args.world, args.queries, args.out)
+    ceilings: dict[str, dict[str, float]] = {}  # per autoencoder: recall@1 of the queries' reconstructions
     rows = []
     for mode in modes:
         folder = args.out / mode
@@ -240,18 +246,28 @@ def main() -> None:
         print(run.format())
         generations_grid(folder / "generations", int(config["data"]["image_size"]), args.grid_rows, folder / "grid.png")
         embedder = from_spec(config["embedder"]).to(device).eval()
+        autoencoder = str(config["autoencoder"]["path"])
+        if autoencoder not in ceilings:
+            from geoxai.data.vpr import list_images
+            from geoxai.ldm.autoencoder import load_autoencoder
+
+            ceilings[autoencoder] = reconstruction_recall(load_autoencoder(config["autoencoder"]),
+                                                          list_images(queries), args.world, embedder, device,
+                                                          args.batch_size)
         result = {"mode": mode, "minutes": args.minutes, "sampler": args.sampler, "steps": args.steps,
-                  "guidance": args.guidance, "checkpoint": str(checkpoint),
-                  **evaluate(folder / "generations", args.world, embedder, device, args.batch_size)}
+                  "guidance": args.guidance, "checkpoint": str(checkpoint), "train_steps": trained_steps(checkpoint),
+                  **evaluate(folder / "generations", args.world, embedder, device, args.batch_size),
+                  **ceilings[autoencoder]}
         atomic_write_text(folder / "results.json", json.dumps(result, indent=1))
         rows.append(result)
-        print(f"[{mode}] recall@1 generations {result['recall@1_generated']:.1f} (target >= 50), originals "
-              f"{result['recall@1_original']:.1f}, chance {result['recall@1_chance']:.1f}; descriptor cosine "
+        print(f"[{mode}] {result['train_steps']} steps; recall@1 generations {result['recall@1_generated']:.1f} "
+              f"(target >= 50), originals {result['recall@1_original']:.1f}, autoencoder reconstructions "
+              f"{result['recall@1_reconstruction']:.1f}, chance {result['recall@1_chance']:.1f}; descriptor cosine "
               f"paired {result['cosine_paired']:.3f} vs other places {result['cosine_other_place']:.3f}")
     table = pd.DataFrame(rows)
     atomic_write_text(args.out / "results.csv", table.to_csv(index=False, float_format="%.4g"))
-    columns = ["mode", "queries", "generations", "recall@1_generated", "recall@1_original", "recall@1_chance",
-               "cosine_paired", "cosine_other_place"]
+    columns = ["mode", "train_steps", "queries", "generations", "recall@1_generated", "recall@1_original",
+               "recall@1_reconstruction", "recall@1_chance", "cosine_paired", "cosine_other_place"]
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"written: {args.out / 'results.csv'} and per mode results.json, loss.png, grid.png")
 
