@@ -193,7 +193,8 @@ def generations_grid(run_folder: Path, image_size: int, rows: int, path: Path) -
         rows_of = manifest[manifest["query_id"] == query_id].sort_values("sample")
         originals.append(resize_center_crop(load_tensor(rows_of["query_path"].iloc[0]), image_size))
         generations.append([load_tensor(p) for p in rows_of["image_path"].iloc[:3]])
-    atomic_save_image(path, original_vs_generations_grid(originals, generations, ncols=3, labels=ids))
+    columns = min(3, len(generations[0]))
+    atomic_save_image(path, original_vs_generations_grid(originals, generations, ncols=columns, labels=ids))
 
 
 def main() -> None:
