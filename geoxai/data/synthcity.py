@@ -6,6 +6,10 @@ sidewalk with trees, street lamps and signs, and a two-lane road. Its *content* 
 pedestrians, sign appearance, camera jitter) from ``(seed, place, visit)``, one random stream per
 factor, so any single factor can be replaced while everything else stays bit-identical. That makes
 controlled interventions possible: ``render(p, v, sky=...)`` changes the sky pixels and nothing else.
+Two parts of the content can be intervened on the same way (``content_factors(place, variant)``
+re-samples each from its own stream): the window grids (``windows=``: how many windows and where;
+glass, frame and sills are kept) and the facade colours (``facade_colors=``: pixels only, never
+labels). Neither touches the place's own random stream, so the default world stays byte-identical.
 
 Geometry lives on a 128 x 128 "design" canvas (y grows downwards) and is rasterised for any output
 size by sampling pixel centres, so labels follow the camera jitter exactly and no pixel is resampled.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+import numbers
 import random
 from typing import Any, NamedTuple
 
@@ -32,6 +37,9 @@ from geoxai.segmentation import labels as L
 
 DESIGN = 128.0  # side of the design canvas every size is scaled from
 FACTOR_KEYS = ("sky", "lighting", "vehicles", "pedestrians", "signs", "camera")
+CONTENT_KEYS = ("windows", "facade_colors")  # content that can be re-sampled alone (content_factors)
+GRID_KEYS = ("rows", "cols", "pitch", "width", "height", "side")  # what a windows= override replaces
+MIN_WINDOW_SIDE = 3.0  # design units between a grid and its facade's edge: keeps neighbours' windows apart
 MIN_SIZE = 32
 
 # Where places are: a street grid in UTM zone 10 S (San Francisco), places 30 m apart. Places sit at
@@ -353,22 +361,43 @@ class SynthCity:
             "camera": _sample_camera(rng(5)),
         }
 
+    # -------------------------------------------------------------------- re-samplable content
+    def content_factors(self, place: int, variant: int | None = None) -> dict[str, Any]:
+        """Per building, its window grid (``GRID_KEYS``) and facade colour: the place's own, or new ones.
+
+        ``variant=None`` gives the place's own; an integer draws another version of each key from its
+        own stream keyed by ``(seed, place, variant)``, laid out for the same facades, so
+        ``render(p, v, windows=content_factors(p, k)["windows"])`` changes the windows and nothing else.
+        """
+        buildings = self._content(place)["buildings"]
+        if variant is None:
+            return {"windows": [{key: b["windows"][key] for key in GRID_KEYS} for b in buildings],
+                    "facade_colors": [list(b["color"]) for b in buildings]}
+        windows, colours = _Rng(self.seed, 5, place, variant), _Rng(self.seed, 6, place, variant)
+        return {
+            "windows": [_sample_window_grid(windows, b["x1"] - b["x0"], b["height"], b["ground_floor"],
+                                            b["floor_height"]) for b in buildings],
+            "facade_colors": [_sample_facade_colour(colours) for _ in buildings],
+        }
+
     # ------------------------------------------------------------------------------ render
     def render(self, place: int, visit: int, **overrides: Any) -> Render:
-        """Render one visit; keyword overrides replace single visit factors, all else fixed."""
-        unknown = sorted(set(overrides) - set(FACTOR_KEYS))
+        """Render one visit; keyword overrides replace visit factors or re-samplable content, all else fixed."""
+        unknown = sorted(set(overrides) - set(FACTOR_KEYS) - set(CONTENT_KEYS))
         if unknown:
-            raise GeoxaiError(
-                f"unknown SynthCity factor(s) {', '.join(unknown)}; valid overrides: {', '.join(FACTOR_KEYS)}")
+            raise GeoxaiError(f"unknown SynthCity factor(s) {', '.join(unknown)}; valid overrides: "
+                              f"{', '.join(FACTOR_KEYS + CONTENT_KEYS)}")
         content = self._content(place)
         factors = self.visit_factors(place, visit)
-        for key, value in overrides.items():
-            _check_override(key, value, factors[key])
-            factors[key] = value
+        for key in FACTOR_KEYS:
+            if key in overrides:
+                _check_override(key, overrides[key], factors[key])
+                factors[key] = overrides[key]
+        content, grids = _override_content(content, overrides)
         if self._textures is None:
             self._textures = _Textures(self.seed, self.size)
-        image, labels, window_count = _render(content, factors, self.size, self._textures, int(place))
-        summary = _place_summary(content)
+        image, labels, window_count = _render(content, factors, self.size, self._textures, int(place), grids)
+        summary = _place_summary(content, grids)
         return Render(image, labels, {**factors, **summary, "window_count": window_count})
 
 
@@ -400,11 +429,63 @@ def _check_override(key: str, value: Any, reference: Any) -> None:
                           f"got {len(value)}; take it from a visit of the same place")
 
 
-def _place_summary(content: dict[str, Any]) -> dict[str, Any]:
+def _override_content(content: dict[str, Any], overrides: dict[str, Any]
+                      ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The content to draw and each building's window grid, after ``windows=`` / ``facade_colors=``.
+
+    The grids are kept apart from the buildings so that a facade (its panel joints follow the place's
+    own pitch) is drawn the same whatever windows are painted on it.
+    """
+    buildings = content["buildings"]
+    colours = overrides.get("facade_colors")
+    if colours is not None:
+        _check_list_override("facade_colors", colours, buildings)
+        for colour in colours:
+            if not isinstance(colour, (list, tuple)) or len(colour) != 3 or not all(
+                    isinstance(c, numbers.Real) and 0.0 <= c <= 1.0 for c in colour):
+                raise GeoxaiError(f"override facade_colors=: {colour!r} is not an RGB triple in [0, 1]")
+        buildings = [{**b, "color": [float(c) for c in colour]} for b, colour in zip(buildings, colours)]
+        content = {**content, "buildings": buildings}
+    grids = [b["windows"] for b in buildings]
+    windows = overrides.get("windows")
+    if windows is not None:
+        _check_list_override("windows", windows, buildings)
+        grids = [{**grid, **_checked_grid(new, b)} for grid, new, b in zip(grids, windows, buildings)]
+    return content, grids
+
+
+def _check_list_override(key: str, value: Any, buildings: list[dict[str, Any]]) -> None:
+    if not isinstance(value, (list, tuple)) or len(value) != len(buildings):
+        raise GeoxaiError(f"override {key}= must be a list with one entry per building of the place "
+                          f"({len(buildings)}); take it from SynthCity.content_factors(place, variant)")
+
+
+def _checked_grid(grid: Any, building: dict[str, Any]) -> dict[str, Any]:
+    """One building's new window grid, refused unless it fits the facade like a sampled one does."""
+    if not isinstance(grid, dict) or set(grid) != set(GRID_KEYS):
+        got = ", ".join(sorted(grid)) if isinstance(grid, dict) else type(grid).__name__
+        raise GeoxaiError(f"override windows=: each entry must have exactly the keys {', '.join(GRID_KEYS)} "
+                          f"(got {got}); glass, frame and sills are not overridden")
+    rows, cols = grid["rows"], grid["cols"]
+    if not all(isinstance(n, numbers.Integral) and n >= 0 for n in (rows, cols)) or not all(
+            isinstance(grid[key], numbers.Real) and grid[key] > 0 for key in ("pitch", "width", "height", "side")):
+        raise GeoxaiError("override windows=: rows and cols must be integers >= 0; pitch, width, height and side "
+                          "numbers > 0")
+    span = (cols - 1) * grid["pitch"] + grid["width"] if cols else 0.0
+    fits = (grid["side"] >= MIN_WINDOW_SIDE and span <= building["x1"] - building["x0"] - 2 * grid["side"] + 1e-6
+            and rows * building["floor_height"] <= building["height"] - building["ground_floor"] + 1e-6)
+    if not fits:
+        raise GeoxaiError(f"override windows=: grid {grid} does not fit its facade (side margin >= "
+                          f"{MIN_WINDOW_SIDE:g}, columns within the margins, rows below the top); "
+                          "take grids from SynthCity.content_factors(place, variant)")
+    return {key: grid[key] for key in GRID_KEYS}
+
+
+def _place_summary(content: dict[str, Any], grids: list[dict[str, Any]]) -> dict[str, Any]:
     buildings = content["buildings"]
     return {
         "building_count": len(buildings),
-        "windows_total": int(sum(b["windows"]["rows"] * b["windows"]["cols"] for b in buildings)),
+        "windows_total": int(sum(grid["rows"] * grid["cols"] for grid in grids)),
         "tree_count": len(content["trees"]),
         "pole_count": len(content["poles"]),
         "sign_count": len(content["signs"]),
@@ -497,23 +578,36 @@ def _sample_skyline(rng: _Rng, base: float) -> list[dict[str, Any]]:
     return blocks
 
 
+def _sample_facade_colour(rng: _Rng) -> list[float]:
+    """A facade colour: a family of ``_FACADE_FAMILIES``, then hue, saturation and value within it."""
+    family = _FACADE_FAMILIES[int(rng.integers(len(_FACADE_FAMILIES)))]
+    return _rgb(_u(rng, *family[0]), _u(rng, *family[1]), _u(rng, *family[2]))
+
+
+def _sample_window_grid(rng: _Rng, width: float, height: float, ground: float, floor_h: float) -> dict[str, Any]:
+    """A window grid (``GRID_KEYS``) for a facade: rows on the floors above the ground floor that fit
+    under a top margin, columns that fit between side margins (design units)."""
+    top_margin = _u(rng, 3, 6)
+    rows = max(0, int((height - ground - top_margin) // floor_h))
+    pitch = _u(rng, 9, 17)
+    win_w = pitch * _u(rng, 0.4, 0.72)
+    win_h = floor_h * _u(rng, 0.45, 0.72)
+    side = _u(rng, MIN_WINDOW_SIDE, 6)
+    cols = max(0, int((width - 2 * side + (pitch - win_w)) // pitch))
+    return {"rows": rows, "cols": cols, "pitch": round(pitch, 3), "width": round(win_w, 3),
+            "height": round(win_h, 3), "side": round(side, 3)}
+
+
 def _sample_buildings(rng: _Rng, base: float) -> list[dict[str, Any]]:
     buildings, x = [], -24.0 - _u(rng, 0, 20)
     while x < 152:
         width = _u(rng, 22, 58)
-        family = _FACADE_FAMILIES[int(rng.integers(len(_FACADE_FAMILIES)))]
-        colour = _rgb(_u(rng, *family[0]), _u(rng, *family[1]), _u(rng, *family[2]))
+        colour = _sample_facade_colour(rng)
         height = _u(rng, 30, min(82, base + 6))
         ground = _u(rng, 21, 28)
         floor_h = _u(rng, 11, 16)
         roof = str(rng.choice(_ROOFS))
-        top_margin = _u(rng, 3, 6)
-        rows = max(0, int((height - ground - top_margin) // floor_h))
-        pitch = _u(rng, 9, 17)
-        win_w = pitch * _u(rng, 0.4, 0.72)
-        win_h = floor_h * _u(rng, 0.45, 0.72)
-        side = _u(rng, 3, 6)
-        cols = max(0, int((width - 2 * side + (pitch - win_w)) // pitch))
+        grid = _sample_window_grid(rng, width, height, ground, floor_h)
         glass_family = int(rng.integers(4))
         glass = [_rgb(0.6, 0.3, _u(rng, 0.18, 0.32)), _rgb(0.45, 0.25, _u(rng, 0.2, 0.35)),
                  _rgb(0.08, 0.25, _u(rng, 0.15, 0.28)), _rgb(0.58, 0.15, _u(rng, 0.5, 0.7))][glass_family]
@@ -541,9 +635,7 @@ def _sample_buildings(rng: _Rng, base: float) -> list[dict[str, Any]]:
                                    _u(rng, 0.1, 0.5), _u(rng, 0.18, 0.45)),
                      "trim_color": _rgb(trim_hue, 0.08, _u(rng, 0.3, 0.95))},
             "band": bool(rng.random() < 0.5),
-            "windows": {"rows": rows, "cols": cols, "pitch": round(pitch, 3), "width": round(win_w, 3),
-                        "height": round(win_h, 3), "side": round(side, 3), "glass": glass, "frame": frame,
-                        "sill": bool(rng.random() < 0.6)},
+            "windows": {**grid, "glass": glass, "frame": frame, "sill": bool(rng.random() < 0.6)},
             "doors": doors,
             "awning": _rgb(rng.random(), 0.6, 0.6) if rng.random() < 0.25 else None,
         })
@@ -661,7 +753,7 @@ SIGN_MAX_SCALE, SIGN_MAX_SHIFT = 1.1, 1.0  # the extent a sign may take in any v
 
 
 def _render(content: dict[str, Any], factors: dict[str, Any], size: int, textures: _Textures,
-            place: int) -> tuple[np.ndarray, np.ndarray, int]:
+            place: int, grids: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, int]:
     view = _View(size, factors["camera"])
     canvas = _Canvas(size)
     coarse = textures.value_noise(view.u, view.v, 7.0, 4 * place)
@@ -685,7 +777,7 @@ def _render(content: dict[str, Any], factors: dict[str, Any], size: int, texture
     occluded = np.zeros((size, size), dtype=bool)
     for stamp, *_ in occluders:
         _mark(occluded, stamp)
-    window_count = _draw_windows(canvas, view, content, occluded, place)
+    window_count = _draw_windows(canvas, view, content, grids, occluded, place)
 
     for stamp, label, colour in occluders[:len(occluders) - len(content["signs"])]:
         if label == L.VEGETATION and stamp.mask is not None:  # crown: shaded leaves
@@ -907,16 +999,16 @@ def _draw_sign(canvas: _Canvas, view: _View, sign: dict[str, Any], look: dict[st
         canvas.paint(_sign_shape(view, kind, cx, cy, w * 0.7, h * 0.7), L.SIGN, inner)
 
 
-def _window_boxes(view: _View, content: dict[str, Any]) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Pixel boxes [N, 4] (y0, y1, x0, x1), unclipped, of every window of every building.
+def _window_boxes(view: _View, content: dict[str, Any], grids: list[dict[str, Any]]
+                  ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Pixel boxes [N, 4] (y0, y1, x0, x1), unclipped, of every window of every building (one grid each).
 
     The grid is laid out in pixel units so that windows stay at least one pixel apart at any size:
     a window is at most ``pitch - 1.01`` pixels wide, and at least one pixel.
     """
     boxes, owners = [], []
     base = content["base_y"]
-    for index, building in enumerate(content["buildings"]):
-        grid = building["windows"]
+    for index, (building, grid) in enumerate(zip(content["buildings"], grids)):
         rows, cols = grid["rows"], grid["cols"]
         if rows <= 0 or cols <= 0:
             continue
@@ -941,10 +1033,10 @@ def _window_boxes(view: _View, content: dict[str, Any]) -> tuple[np.ndarray, lis
     return np.concatenate(boxes).astype(np.int64), owners
 
 
-def _draw_windows(canvas: _Canvas, view: _View, content: dict[str, Any], occluded: np.ndarray,
-                  place: int) -> int:
+def _draw_windows(canvas: _Canvas, view: _View, content: dict[str, Any], grids: list[dict[str, Any]],
+                  occluded: np.ndarray, place: int) -> int:
     """Paint the visible windows and return how many there are (from geometry alone)."""
-    boxes, owners = _window_boxes(view, content)
+    boxes, owners = _window_boxes(view, content, grids)
     if not len(boxes):
         return 0
     size = view.size
@@ -958,7 +1050,7 @@ def _draw_windows(canvas: _Canvas, view: _View, content: dict[str, Any], occlude
     sill_rows = max(1, round(view.scale * 0.9))
     for i in visible:  # sills first, so that a window is never painted over
         building = buildings[owners[i]["building"]]
-        if building["windows"]["sill"]:
+        if grids[owners[i]["building"]]["sill"]:
             sill = _Stamp(slice(int(y1[i]), min(int(boxes[i, 1]) + sill_rows, size)),
                           slice(max(int(x0[i]) - 1, 0), min(int(x1[i]) + 1, size)), None)
             canvas.paint(sill, L.BUILDING, np.asarray(building["color"], np.float32) * 1.15)
@@ -970,8 +1062,8 @@ def _draw_windows(canvas: _Canvas, view: _View, content: dict[str, Any], occlude
     which = ids[rows, cols]
     canvas.labels[rows, cols] = L.WINDOW
     owner = np.array([o["building"] for o in owners])[which]
-    glass = np.array([b["windows"]["glass"] for b in buildings], np.float32)[owner]
-    frame = np.array([b["windows"]["frame"] for b in buildings], np.float32)[owner]
+    glass = np.array([grid["glass"] for grid in grids], np.float32)[owner]
+    frame = np.array([grid["frame"] for grid in grids], np.float32)[owner]
     top, bottom, left, right = boxes[which, 0], boxes[which, 1], boxes[which, 2], boxes[which, 3]
     height, width = bottom - top, right - left
     gy = ((rows - top + 0.5) / np.maximum(height, 1)).astype(np.float32)
