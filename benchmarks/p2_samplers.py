@@ -100,7 +100,7 @@ def main() -> None:
     if args.checkpoint is not None:
         from geoxai.embedders import from_spec
         from geoxai.ldm.autoencoder import load_autoencoder
-        from geoxai.ldm.module import load_components
+        from geoxai.ldm.loading import load_components
 
         components = load_components(args.checkpoint)
         vae = load_autoencoder(components.config["autoencoder"])

@@ -15,15 +15,30 @@ import yaml
 from geoxai.errors import GeoxaiError
 
 
+def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
+    """The content of a YAML file; a syntax error names the file, line and column."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GeoxaiError(f"{path}: cannot read the {what} ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context = getattr(exc, "context", None)
+        detail = f"{context}, {problem}" if context else problem
+        raise GeoxaiError(f"{where}: invalid YAML in the {what} ({detail})") from None
+
+
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
     """Read a YAML file and apply ``key.sub=value`` overrides (values parsed as YAML)."""
     path = Path(path)
     if not path.is_file():
         raise GeoxaiError(f"{path}: config file not found; see configs/ for examples")
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise GeoxaiError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    config = read_yaml(path, "config") or {}
     if not isinstance(config, dict):
         raise GeoxaiError(f"{path}: a config must be a mapping of keys to values")
     return apply_overrides(config, overrides)
@@ -36,7 +51,11 @@ def apply_overrides(config: dict[str, Any], overrides: Iterable[str]) -> dict[st
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise GeoxaiError(f"override {item!r}: write it as key.sub=value")
-        value = yaml.safe_load(raw) if raw != "" else None
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise GeoxaiError(f"override {item!r}: the value is not valid YAML ({problem}); quote it") from None
         node = config
         parts = key.split(".")
         for part in parts[:-1]:

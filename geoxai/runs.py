@@ -126,11 +126,9 @@ def _now() -> str:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise GeoxaiError(f"{path}: unreadable run.yaml ({reason}); fix it or use a new --out") from None
+    from geoxai.config import read_yaml
+
+    data = read_yaml(path, "run.yaml of a GenerationRun")
     if not isinstance(data, dict):
         raise GeoxaiError(f"{path}: run.yaml must be a mapping of settings; fix it or use a new --out")
     return data

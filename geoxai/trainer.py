@@ -1,17 +1,26 @@
-"""Building a Lightning ``Trainer`` from the ``trainer:`` section of a config.
+"""What every training stage shares: the Lightning ``Trainer`` built from a config's ``trainer:``
+section, safe checkpoints, resume rules, and quiet, honest console output.
 
-Every training stage (embedder, autoencoder, diffusion) goes through here, so devices, precision,
-strategy and node count work the same everywhere: one CPU, one GPU, DDP over several GPUs or nodes.
+Every stage (embedder, autoencoder, diffusion) goes through here, so devices, precision, strategy
+and node count work the same everywhere: one CPU, one GPU, DDP over several GPUs or nodes. Lightning
+checkpoints are written atomically and read with ``weights_only=True`` (``SafeCheckpointIO``);
+progress bars go to stderr; Lightning's own tips and start-up chatter are silenced, and the stage
+prints one line saying where it runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from geoxai.config import merge
+from geoxai.errors import GeoxaiError
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "accelerator": "auto",
@@ -30,6 +39,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "matmul_precision": "high",
 }
+CHECKPOINT_NAME = "last.ckpt"
 
 
 def resolve_precision(precision: str) -> str:
@@ -44,6 +54,166 @@ def resolve_precision(precision: str) -> str:
 def trainer_settings(section: dict[str, Any] | None, where: str = "trainer") -> dict[str, Any]:
     """Validate a ``trainer:`` section against the defaults (unknown keys are errors)."""
     return merge(TRAINER_DEFAULTS, section or {}, where)
+
+
+# ------------------------------------------------------------------------------- checkpoints
+def _checkpoint_io_base() -> type:
+    from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+    return TorchCheckpointIO
+
+
+class SafeCheckpointIO(_checkpoint_io_base()):
+    """Lightning checkpoints written atomically (temp file + rename: a crash never leaves half a
+    file that ``--resume`` would trust) and read with ``weights_only=True`` whatever the caller asks."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        from geoxai.files import atomic_path
+
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        from geoxai.weights import read_weights
+
+        return read_weights(path, "--resume", map_location=map_location or "cpu")
+
+
+def resume_checkpoint(output_dir: str | Path, resume: bool) -> Path | None:
+    """The checkpoint a run continues from (``--resume``), or None for a fresh run.
+
+    A fresh run refuses an output folder that already holds a run (nothing is overwritten), and
+    ``--resume`` refuses a folder without one.
+    """
+    last = Path(output_dir) / "checkpoints" / CHECKPOINT_NAME
+    if resume and not last.is_file():
+        raise GeoxaiError(f"--resume: no checkpoint at {last}; start without --resume")
+    if not resume and last.is_file():
+        raise GeoxaiError(f"output_dir {output_dir} already holds a training run ({last}); continue it with "
+                          "--resume or choose another output_dir")
+    return last if resume else None
+
+
+def check_output_dir(output_dir: str | Path) -> Path:
+    """``output_dir`` created and proven writable before any training work starts."""
+    from geoxai.files import writable_folder
+
+    return writable_folder(output_dir, "output_dir")
+
+
+# ---------------------------------------------------------------------------------- console
+def stage_info(message: str) -> None:
+    """One line on stdout from the main process only (DDP ranks > 0 stay quiet)."""
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    if getattr(rank_zero_only, "rank", 0) == 0:
+        print(message, flush=True)
+
+
+def quiet_lightning() -> None:
+    """Lightning's start-up lines (hardware, tips that advertise cloud services, stop reasons) give
+    way to geoxai's own one-line summary; its warnings about geoxai's deliberate choices are muted.
+
+    Applied once per process by ``build_trainer``; only Lightning's own loggers and three exact
+    warning messages are touched.
+    """
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Lightning's own pytree code instantiates torch's deprecated LeafSpec (torch >= 2.10).
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
+    # Steps are counted across epochs, so a small epoch still logs every N steps.
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging "
+                                              r"interval")
+    # --resume continues in the same checkpoints/ folder by design.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # Worker counts are set in each config (data.num_workers), for 2-core machines as for GPU nodes.
+    warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck")
+
+
+SKIPPED_FILE = "skipped_images.csv"
+
+
+def report_skipped(skipped: dict[str, str], out: Path, what: str) -> None:
+    """Write ``out/skipped_images.csv`` (path, error) and say on the console how many were skipped."""
+    import pandas as pd
+
+    from geoxai.files import atomic_path
+
+    path = out / SKIPPED_FILE
+    previous = pd.read_csv(path, dtype=str, keep_default_na=False) if path.is_file() else None
+    if previous is not None:  # a resumed run keeps what earlier sessions found
+        skipped = {**dict(zip(previous["path"], previous["error"])), **skipped}
+    if not skipped and previous is None:
+        return
+    frame = pd.DataFrame({"path": sorted(skipped), "error": [skipped[p] for p in sorted(skipped)]})
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    if skipped:
+        first = next(iter(sorted(skipped)))
+        stage_info(f"{what}: {len(skipped)} unreadable training image(s) skipped, listed in {path} "
+                   f"(first: {skipped[first]})")
+
+
+def _skipped_callback_class() -> type:
+    import pytorch_lightning as pl
+
+    class SkippedImages(pl.Callback):
+        """Collects the unreadable images a LightningModule met (its ``skipped_images`` dict, on every
+        rank) and reports them once at the end of training: nothing is dropped silently."""
+
+        def __init__(self, out: Path, what: str) -> None:
+            self.out, self.what = Path(out), what
+
+        def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            found = dict(getattr(pl_module, "skipped_images", {}))
+            if trainer.world_size > 1 and torch.distributed.is_initialized():
+                gathered: list[Any] = [None] * trainer.world_size
+                torch.distributed.all_gather_object(gathered, found)
+                found = {k: v for part in gathered for k, v in (part or {}).items()}
+            if trainer.is_global_zero:
+                report_skipped(found, self.out, self.what)
+
+    return SkippedImages
+
+
+def skipped_images_callback(out: Path, what: str) -> Any:
+    """A callback reporting the module's ``skipped_images`` in ``out/skipped_images.csv`` and on the console."""
+    return _skipped_callback_class()(out, what)
+
+
+def _progress_bar_class() -> type:
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    class StderrProgressBar(TQDMProgressBar):
+        """Lightning's tqdm bar on stderr, like every other geoxai progress bar (stdout is for results)."""
+
+        def init_sanity_tqdm(self):
+            with contextlib.redirect_stdout(sys.stderr):
+                return super().init_sanity_tqdm()
+
+        def init_train_tqdm(self):
+            with contextlib.redirect_stdout(sys.stderr):
+                return super().init_train_tqdm()
+
+        def init_validation_tqdm(self):
+            with contextlib.redirect_stdout(sys.stderr):
+                return super().init_validation_tqdm()
+
+        def init_predict_tqdm(self):
+            with contextlib.redirect_stdout(sys.stderr):
+                return super().init_predict_tqdm()
+
+        def init_test_tqdm(self):
+            with contextlib.redirect_stdout(sys.stderr):
+                return super().init_test_tqdm()
+
+        def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+            # close the bar, so it is not printed again at interpreter exit
+            if self._train_progress_bar is not None:
+                self._train_progress_bar.close()
+
+    return StderrProgressBar
 
 
 def build_trainer(
@@ -63,6 +233,9 @@ def build_trainer(
     max_time = settings["max_time"]
     if isinstance(max_time, (int, float)):
         max_time = {"minutes": float(max_time)}
+    callbacks = list(callbacks or [])
+    if enable_progress_bar:
+        callbacks.append(_progress_bar_class()())
     kwargs = dict(
         accelerator=settings["accelerator"],
         devices=settings["devices"],
@@ -78,10 +251,16 @@ def build_trainer(
         check_val_every_n_epoch=settings["check_val_every_n_epoch"],
         deterministic=settings["deterministic"],
         default_root_dir=str(default_root_dir),
-        callbacks=callbacks or [],
+        callbacks=callbacks,
         logger=logger,
         enable_progress_bar=enable_progress_bar,
         enable_model_summary=False,
+        plugins=[SafeCheckpointIO()],
     )
     kwargs.update(extra)
-    return pl.Trainer(**kwargs)
+    quiet_lightning()
+    trainer = pl.Trainer(**kwargs)
+    stage_info(f"trainer: {trainer.accelerator.__class__.__name__.replace('Accelerator', '').lower()} x "
+               f"{trainer.num_devices} device(s) x {trainer.num_nodes} node(s), precision {trainer.precision}, "
+               f"strategy {trainer.strategy.__class__.__name__.replace('Strategy', '').lower()}")
+    return trainer

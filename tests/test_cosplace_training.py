@@ -114,8 +114,8 @@ def test_a_few_steps_on_one_batch_reduce_the_loss(world):
     dataset = GroupImages(groups[0], image_size=64)
     torch.manual_seed(0)
     items = [dataset[i] for i in range(len(dataset))]
-    images = torch.stack([image for image, _ in items])
-    labels = torch.tensor([label for _, label in items])
+    images = torch.stack([image for image, _, _ in items])
+    labels = torch.tensor([label for _, label, _ in items])
     module = CosPlaceTraining(build_network({"backbone": "resnet18", "dim": 32, "pretrained": None,
                                              "train_all_layers": None}),
                               [g.num_classes for g in groups], dim=32, lr=1e-3, classifiers_lr=1e-2)

@@ -8,7 +8,8 @@ from torch.utils.data import Dataset
 
 from geoxai.errors import GeoxaiError
 from geoxai.ldm.conditioning import DescriptorConditioner
-from geoxai.ldm.module import LambdaLinear, LatentDiffusion, effective_lr, load_components
+from geoxai.ldm.loading import load_components
+from geoxai.ldm.module import LambdaLinear, LatentDiffusion, effective_lr
 from geoxai.ldm.unet import build_unet, diffusers_unet_kwargs
 
 DIM = 16
@@ -240,12 +241,12 @@ def test_checkpoint_from_another_config_is_a_one_line_error(tmp_path):
     with pytest.raises(GeoxaiError) as info:
         load_components(tmp_path / "other.ckpt")
     message = str(info.value)
-    assert "\n" not in message and "another model config" in message and "shape mismatches" in message
+    assert "\n" not in message and "do not fit the model" in message and "shape mismatches" in message
     torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1}}, tmp_path / "embedder.ckpt")
     with pytest.raises(GeoxaiError, match="not a geoxai latent diffusion checkpoint"):
         load_components(tmp_path / "embedder.ckpt")
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(GeoxaiError, match="not a readable checkpoint"):
+    with pytest.raises(GeoxaiError, match="not readable as weights"):
         load_components(tmp_path / "junk.ckpt")
 
 

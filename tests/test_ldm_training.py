@@ -118,11 +118,12 @@ def test_resume_with_another_embedder_dim_or_unet_is_a_one_line_error(trained):
     from geoxai.ldm.training import train
 
     root, config, _ = trained
-    other_dim = {**config, "embedder": {"name": "cosplace", "backbone": "resnet18", "dim": 8, "image_size": 32}}
+    other_dim = {**config, "embedder": {"name": "cosplace", "backbone": "resnet18", "dim": 8, "image_size": 32,
+                                        "weights": "random"}}
     with pytest.raises(GeoxaiError, match=r"8-d descriptors .* context dim 16"):
         train(other_dim, resume=True)
     wider = {**config, "unet": {**config["unet"], "model_channels": 64}}
-    with pytest.raises(GeoxaiError, match="another model config") as info:
+    with pytest.raises(GeoxaiError, match="do not fit the model") as info:
         train(wider, resume=True)
     assert "\n" not in str(info.value)
 
@@ -131,7 +132,7 @@ def test_export_then_reload_gives_identical_outputs(trained, tmp_path):
     from diffusers import UNet2DConditionModel
 
     from geoxai.ldm.export import export_pipeline
-    from geoxai.ldm.module import load_components
+    from geoxai.ldm.loading import load_components
 
     _, _, last = trained
     out = export_pipeline(last, tmp_path / "pipeline")

@@ -147,7 +147,10 @@ def test_descriptor_cache_is_reused_and_invalidated_by_another_embedder(dataset,
     monkeypatch.setattr(CosPlaceEmbedder, "embed", counting_embed)
     torch.manual_seed(0)
     first = CosPlaceEmbedder(backbone="resnet18", dim=16, image_size=32, device="cpu").save(tmp_path / "a.pth")
-    second = CosPlaceEmbedder(backbone="resnet18", dim=16, image_size=32, device="cpu").save(tmp_path / "b.pth")
+    other = CosPlaceEmbedder(backbone="resnet18", dim=16, image_size=32, device="cpu")
+    with torch.no_grad():
+        other.net.aggregation[3].weight.mul_(-1.0)  # random inits are seeded: change the numbers by hand
+    second = other.save(tmp_path / "b.pth")
     out = tmp_path / "out"
 
     def run(weights):

@@ -33,6 +33,11 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise UnreadableImageError(f"{path}: unreadable image ({reason}); re-download or remove it") from None
 
 
+def unreadable_path(message: str) -> str:
+    """The path an ``UnreadableImageError`` message is about (its text before ``: unreadable image``)."""
+    return message.split(": unreadable image", 1)[0]
+
+
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """A PIL RGB image as a float tensor [3, H, W] in [0, 1]."""
     array = np.asarray(image, dtype=np.uint8)

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from geoxai.data.synthcity import MIN_SIZE, SynthCity
 from geoxai.data.vpr import VPRName, format_name
 from geoxai.errors import GeoxaiError
-from geoxai.files import atomic_save_image, atomic_write_text
+from geoxai.files import atomic_save_image, atomic_write_text, writable_folder
 from geoxai.segmentation import labels as L
 
 FORMAT_VERSION = 1
@@ -131,6 +131,7 @@ def _prepare(out: Path, params: dict[str, Any], overwrite: bool) -> None:
     """Make ``out`` hold this world: new, resumable, or (with overwrite) replaced."""
     if out.exists() and not out.is_dir():
         raise GeoxaiError(f"--out {out} is a file; give a folder")
+    writable_folder(out, "--out")  # before any work: a read-only or full disk fails here, in one line
     params_path = out / PARAMS_FILE
     if params_path.exists():
         try:
@@ -152,7 +153,6 @@ def _prepare(out: Path, params: dict[str, Any], overwrite: bool) -> None:
                 shutil.rmtree(path)
             elif path.exists() or path.is_symlink():
                 path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(params_path, yaml.safe_dump(params, sort_keys=True))
 
 

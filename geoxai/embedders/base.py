@@ -52,6 +52,15 @@ class Embedder(nn.Module):
         raise NotImplementedError
 
     @property
+    def random_weights(self) -> bool:
+        """True for an untrained (randomly initialised) model: a chance-level baseline, never a result.
+
+        Commands refuse such an embedder unless it is asked for by name (``--weights random``) and
+        then say so in their output and result files.
+        """
+        return False
+
+    @property
     def device(self) -> torch.device:
         """Where the parameters live (CPU for a model without any)."""
         for tensor in self.state_dict().values():

@@ -3,7 +3,10 @@
 The module tree mirrors the official release (``backbone.N.*``, ``aggregation.1.p``,
 ``aggregation.3.weight|bias``), so the released ``{Backbone}_{dim}_cosplace.pth`` files and our own
 training checkpoints (``model_state_dict``) load with ``strict=True``. Backbones are built with
-``weights=None``: nothing is downloaded unless ``weights="hub"`` asks for the released file.
+``weights=None``: nothing is downloaded unless ``weights="hub"`` asks for the released file, and
+every file is read with ``weights_only=True`` (``geoxai.weights``). Without weights the network is a
+*seeded* random init (``weights="random"``): a chance-level baseline that repeats run after run, and
+that commands refuse unless it is asked for by name.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from torchvision.transforms.v2 import functional as TF
 from geoxai.devices import resolve_device
 from geoxai.embedders.base import IMAGENET_MEAN, IMAGENET_STD, Embedder, resize_center_crop
 from geoxai.embedders.layers import GeM, L2Norm
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, setting
+from geoxai.weights import check_state_dict, read_weights
 
 
 class Backbone(NamedTuple):
@@ -48,6 +52,7 @@ RELEASED_DIMS: dict[str, tuple[int, ...]] = {
 RELEASE_URL = "https://github.com/gmberton/CosPlace/releases/download/v1.0/{file}"
 
 DEFAULT_BACKBONE, DEFAULT_DIM, DEFAULT_IMAGE_SIZE = "resnet50", 512, 512  # the thesis' model
+RANDOM, RANDOM_SEED = "random", 0  # weights=random: torch.manual_seed(0) init, the same in every run
 _RESNET_LAYER3_BLOCKS = {2: "resnet18", 6: "resnet50", 23: "resnet101", 36: "resnet152"}
 
 
@@ -58,20 +63,23 @@ def backbone_name(name: str) -> str:
     if key not in BACKBONES:
         from geoxai.registry import did_you_mean
 
-        raise GeoxaiError(f"--backbone {name!r}: not a CosPlace backbone.{did_you_mean(key, list(BACKBONES))} "
+        raise GeoxaiError(f"{setting('backbone')} {name!r}: not a CosPlace backbone.{did_you_mean(key, list(BACKBONES))} "
                           f"Choose one of {', '.join(BACKBONES)}")
     return key
 
 
-def build_backbone(name: str, torchvision_weights: str | None = None) -> tuple[nn.Sequential, int]:
+def build_backbone(name: str, torchvision_state: dict[str, torch.Tensor] | None = None) -> tuple[nn.Sequential, int]:
     """A torchvision backbone cut before pooling, and its output channels.
 
     ResNets lose avgpool and fc; VGG16 keeps ``features`` without its last ReLU and max-pool.
-    ``torchvision_weights`` (e.g. ``"IMAGENET1K_V1"``, downloaded by torchvision) is for training
-    from ImageNet; the default is a random init that never touches the network.
+    ``torchvision_state`` (torchvision's ImageNet state dict, read by the caller with
+    ``weights_only=True``) is for training from ImageNet; the default is a random init. torchvision
+    is never asked to load weights itself (its loader unpickles without ``weights_only``).
     """
     name = backbone_name(name)
-    model = BACKBONES[name].build(weights=torchvision_weights)
+    model = BACKBONES[name].build(weights=None)
+    if torchvision_state is not None:
+        model.load_state_dict(torchvision_state)
     if name.startswith("resnet"):
         layers = list(model.children())[:-2]
     else:
@@ -83,9 +91,9 @@ class CosPlaceNet(nn.Module):
     """Backbone -> L2Norm -> GeM -> Flatten -> Linear(channels, dim) -> L2Norm, on normalised images."""
 
     def __init__(self, backbone: str = DEFAULT_BACKBONE, dim: int = DEFAULT_DIM,
-                 torchvision_weights: str | None = None) -> None:
+                 torchvision_state: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
-        self.backbone, channels = build_backbone(backbone, torchvision_weights)
+        self.backbone, channels = build_backbone(backbone, torchvision_state)
         self.aggregation = nn.Sequential(L2Norm(), GeM(), nn.Flatten(), nn.Linear(channels, dim), L2Norm())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -97,23 +105,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a release file, a training checkpoint (``model_state_dict``) or a .safetensors file."""
     path = Path(path)
     if not path.is_file():
-        raise GeoxaiError(f"--weights {path}: no such file; give a CosPlace .pth file, "
-                          "or `hub` for the released weights")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and safetensors each raise their own types
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        raise GeoxaiError(f"--weights {path}: not readable as torch weights ({reason}); "
-                          "give a .pth state dict or a training checkpoint") from None
+        raise GeoxaiError(f"{setting('weights')} {path}: no such file; give a CosPlace .pth file, "
+                          "`hub` for the released weights, or `random` for a seeded random init")
+    state = read_weights(path, setting("weights"))
     if isinstance(state, dict) and isinstance(state.get("model_state_dict"), dict):
         state = state["model_state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise GeoxaiError(f"--weights {path}: holds no state dict (a mapping of names to tensors); "
+        raise GeoxaiError(f"{setting('weights')} {path}: holds no state dict (a mapping of names to tensors); "
                           "give a .pth state dict or a checkpoint with `model_state_dict`")
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel / DDP
         state = {k[len("module."):]: v for k, v in state.items()}
@@ -137,33 +135,15 @@ def guess_architecture(state: dict[str, torch.Tensor]) -> tuple[str | None, int 
     return name, dim
 
 
-def _listed(items: list[str], limit: int = 4) -> str:
-    more = f", ... {len(items) - limit} more" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
-
-
-def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str, what: str) -> None:
-    """Raise one ``GeoxaiError`` naming every missing, unexpected and mis-shaped tensor at once."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [f"{k} {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items()
-                  if k in state and state[k].shape != v.shape]
-    if not (missing or unexpected or mismatched):
-        return
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys ({_listed(missing)})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys ({_listed(unexpected)})")
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatches, file vs model ({_listed(mismatched, 3)})")
+def check_cosplace_state(model: nn.Module, state: dict[str, torch.Tensor], source: str, what: str) -> None:
+    """One ``GeoxaiError`` naming every missing, unexpected and mis-shaped tensor, with the
+    architecture the file looks like when it can tell."""
     backbone, dim = guess_architecture(state)
     if backbone is not None and dim is not None:
-        hint = f"the file looks like --backbone {backbone} --dim {dim}"
+        hint = f"the file looks like {setting('backbone')} {backbone} {setting('dim')} {dim}"
     else:
         hint = "is it a CosPlace state dict?"
-    raise GeoxaiError(f"--weights {source}: does not fit {what}: {'; '.join(problems)}; {hint}")
+    check_state_dict(model.state_dict(), state, f"{setting('weights')} {source} for {what}", hint)
 
 
 def released_weights(backbone: str, dim: int) -> Path:
@@ -173,8 +153,9 @@ def released_weights(backbone: str, dim: int) -> Path:
     backbone = backbone_name(backbone)
     if dim not in RELEASED_DIMS[backbone]:
         pairs = "; ".join(f"{b}: {', '.join(map(str, d))}" for b, d in RELEASED_DIMS.items())
-        raise GeoxaiError(f"--weights hub: no released CosPlace weights for --backbone {backbone} --dim {dim}; "
-                          f"released dims per backbone: {pairs} (any dim works with your own --weights FILE)")
+        raise GeoxaiError(f"{setting('weights')} hub: no released CosPlace weights for {setting('backbone')} "
+                          f"{backbone} {setting('dim')} {dim}; released dims per backbone: {pairs} (any dim works "
+                          f"with your own weights file)")
     file = f"{BACKBONES[backbone].release_name}_{dim}_cosplace.pth"
     folder = cache_dir("cosplace")
     target = folder / file
@@ -185,7 +166,7 @@ def released_weights(backbone: str, dim: int) -> Path:
         torch.hub.download_url_to_file(url, os.fspath(target), progress=True)
     except OSError as exc:  # URLError, HTTPError, timeouts, DNS failures are all OSErrors
         reason = getattr(exc, "reason", None) or exc
-        raise GeoxaiError(f"--weights hub: cannot download {url} ({str(reason).splitlines()[0][:120]}); "
+        raise GeoxaiError(f"{setting('weights')} hub: cannot download {url} ({str(reason).splitlines()[0][:120]}); "
                           f"on an offline machine fetch that file elsewhere and put it into {folder}") from None
     return target
 
@@ -194,9 +175,10 @@ def released_weights(backbone: str, dim: int) -> Path:
 class CosPlaceEmbedder(Embedder):
     """CosPlace as a geoxai embedder: Resize(image_size) -> CenterCrop -> ImageNet norm -> CosPlaceNet.
 
-    ``weights``: None (random init, for tests), a file path, or ``"hub"`` (released weights,
-    ``RELEASED_DIMS`` pairs only). With a file and no ``backbone``/``dim``, both are read from the
-    file's tensor shapes. Images smaller than ``image_size`` are scaled up, as in the thesis.
+    ``weights``: a file path, ``"hub"`` (released weights, ``RELEASED_DIMS`` pairs only), or
+    ``"random"`` / None (a seeded random init: a chance-level baseline, flagged by
+    ``random_weights``). With a file and no ``backbone``/``dim``, both are read from the file's
+    tensor shapes. Images smaller than ``image_size`` are scaled up, as in the thesis.
     """
 
     name = "cosplace"
@@ -207,27 +189,30 @@ class CosPlaceEmbedder(Embedder):
         state, source = None, None
         if weights is not None and str(weights) == "hub":
             backbone = backbone_name(backbone or DEFAULT_BACKBONE)
-            dim = _positive_int(DEFAULT_DIM if dim is None else dim, "--dim")
+            dim = _positive_int(DEFAULT_DIM if dim is None else dim, "dim")
             source = released_weights(backbone, dim)
             state = read_state_dict(source)
-        elif weights is not None:
+        elif weights is not None and str(weights) != RANDOM:
             source = Path(weights)
             state = read_state_dict(source)
             guessed_backbone, guessed_dim = guess_architecture(state)
             backbone = backbone if backbone is not None else guessed_backbone
             dim = dim if dim is not None else guessed_dim
         self.backbone_name = backbone_name(backbone or DEFAULT_BACKBONE)
-        self.dim = _positive_int(DEFAULT_DIM if dim is None else dim, "--dim")
-        self.image_size = _positive_int(image_size, "--image-size")
+        self.dim = _positive_int(DEFAULT_DIM if dim is None else dim, "dim")
+        self.image_size = _positive_int(image_size, "image_size")
         if self.image_size < 32:
-            raise GeoxaiError(f"--image-size {image_size}: CosPlace backbones downsample 32x; use at least 32")
-        self.weights = None if weights is None else str(weights)
-        if state is None:
-            self.net = CosPlaceNet(self.backbone_name, self.dim)
+            raise GeoxaiError(f"{setting('image_size')} {image_size}: CosPlace backbones downsample 32x; "
+                              "use at least 32")
+        self.weights = RANDOM if state is None else str(weights)
+        if state is None:  # seeded, without touching the caller's random state
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_SEED)
+                self.net = CosPlaceNet(self.backbone_name, self.dim)
         else:  # built on the meta device: a random init that is overwritten anyway costs seconds
             with torch.device("meta"):
                 self.net = CosPlaceNet(self.backbone_name, self.dim)
-            check_state_dict(self.net, state, str(source), f"cosplace {self.backbone_name} dim {self.dim}")
+            check_cosplace_state(self.net, state, str(source), f"cosplace {self.backbone_name} dim {self.dim}")
             state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
             self.net.load_state_dict(state, strict=True, assign=True)
         self.requires_grad_(False).eval()  # frozen: a descriptor model, not a trainable part
@@ -235,6 +220,10 @@ class CosPlaceEmbedder(Embedder):
         if device.type == "cuda":
             self.net.to(memory_format=torch.channels_last)
         self.to(device)
+
+    @property
+    def random_weights(self) -> bool:
+        return self.weights == RANDOM
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Descriptors of already preprocessed (resized, ImageNet-normalised) images."""
@@ -279,11 +268,11 @@ class CosPlaceEmbedder(Embedder):
         return f"backbone={self.backbone_name}, dim={self.dim}, image_size={self.image_size}, weights={self.weights}"
 
 
-def _positive_int(value: Any, option: str) -> int:
+def _positive_int(value: Any, name: str) -> int:
     try:
         number = int(str(value))  # int("3.5"), int("True") fail: no silent truncation
     except ValueError:
         number = 0
     if number <= 0:
-        raise GeoxaiError(f"{option} {value!r}: must be a positive integer")
+        raise GeoxaiError(f"{setting(name)} {value!r}: must be a positive integer")
     return number

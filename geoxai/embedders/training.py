@@ -23,7 +23,6 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.transforms import v2
@@ -35,7 +34,7 @@ from geoxai.embedders.cosface import CosFaceHead
 from geoxai.embedders.cosgroups import CosGroup, build_groups, describe_groups
 from geoxai.errors import GeoxaiError, UnreadableImageError
 from geoxai.files import atomic_path
-from geoxai.trainer import TRAINER_DEFAULTS
+from geoxai.trainer import CHECKPOINT_NAME, TRAINER_DEFAULTS, stage_info
 
 DEFAULTS: dict[str, Any] = {
     "stage": "embedder",
@@ -70,7 +69,6 @@ DEFAULTS: dict[str, Any] = {
     "eval": {"dataset_dir": None, "batch_size": 32, "radius": 25.0},
 }
 
-CHECKPOINT_NAME = "last.ckpt"
 LOG_NAME = "train_log.csv"
 
 
@@ -86,6 +84,11 @@ def training_config(config: dict[str, Any]) -> dict[str, Any]:
     if not train_dir or not Path(train_dir).is_dir():
         raise GeoxaiError(f"embedder config: data.train_dir={train_dir!r} is not a folder; point it at a "
                           "VPR training folder (e.g. worlds/synthcity/train from `geoxai data synthcity`)")
+    eval_dir = cfg["eval"]["dataset_dir"]
+    if eval_dir and not (Path(eval_dir, "database").is_dir() and Path(eval_dir, "queries").is_dir()):
+        raise GeoxaiError(f"embedder config: eval.dataset_dir={eval_dir!r} is not a VPR test set (a folder with "
+                          "database/ and queries/); fix it or set eval.dataset_dir: null (checked before training "
+                          "so that a finished run never fails at its last step)")
     if cfg["model"]["pretrained"] not in (None, "imagenet"):
         raise GeoxaiError(f"embedder config: model.pretrained={cfg['model']['pretrained']!r}; use null or imagenet")
     if cfg["augment"]["on"] not in ("loader", "device"):
@@ -117,9 +120,11 @@ def build_network(model: dict[str, Any]) -> nn.Module:
     from geoxai.embedders.cosplace import CosPlaceNet, backbone_name
 
     name = backbone_name(model["backbone"])
-    if model["pretrained"] == "imagenet":
-        imagenet_weights_file(name)  # fails clearly instead of letting torchvision download
-        net = CosPlaceNet(name, int(model["dim"]), torchvision_weights="IMAGENET1K_V1")
+    if model["pretrained"] == "imagenet":  # read here with weights_only=True, never by torchvision's loader
+        from geoxai.weights import read_weights
+
+        state = read_weights(imagenet_weights_file(name), "model.pretrained=imagenet")
+        net = CosPlaceNet(name, int(model["dim"]), torchvision_state=state)
     else:
         net = CosPlaceNet(name, int(model["dim"]))
     train_all = model["train_all_layers"]
@@ -144,6 +149,7 @@ class CosPlaceTraining(pl.LightningModule):
         self.heads = nn.ModuleList(CosFaceHead(dim, n, s, m) for n in classes_per_group)
         self.lr, self.classifiers_lr = float(lr), float(classifiers_lr)
         self.device_augment = device_augment
+        self.skipped_images: dict[str, str] = {}  # unreadable training images met so far, path -> error
 
     @property
     def current_group(self) -> int:
@@ -161,8 +167,12 @@ class CosPlaceTraining(pl.LightningModule):
         logits = self.heads[group](self.net(images), labels)
         return F.cross_entropy(logits.float(), labels)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        images, labels = batch
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, Any], batch_idx: int) -> torch.Tensor:
+        from geoxai.data.images import unreadable_path
+
+        images, labels, errors = batch
+        for error in (line for text in errors for line in text.split("\n") if line):
+            self.skipped_images[unreadable_path(error)] = error
         if self.device_augment is not None:
             images = torch.stack([self.device_augment(image) for image in images])
         loss = self.loss(images, labels, self.current_group)
@@ -189,7 +199,8 @@ class GroupImages(Dataset):
     """Item ``i`` is a random image of class ``i`` of one group: every class is drawn equally often.
 
     Images are resized (shorter side) and centre-cropped to ``image_size`` so any dataset batches;
-    an unreadable file is replaced by another image of its class.
+    an unreadable file is replaced by another image of its class, and its error travels with the
+    item (third element, newline-separated) so the training module counts and reports it.
     """
 
     def __init__(self, group: CosGroup, image_size: int, transform: nn.Module | None = None) -> None:
@@ -198,7 +209,7 @@ class GroupImages(Dataset):
     def __len__(self) -> int:
         return self.group.num_classes
 
-    def __getitem__(self, class_index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, class_index: int) -> tuple[torch.Tensor, int, str]:
         from geoxai.data.images import load_tensor
 
         paths = self.group.images[class_index]
@@ -215,7 +226,7 @@ class GroupImages(Dataset):
         image = resize_center_crop(image, self.image_size)
         if self.transform is not None:
             image = self.transform(image)
-        return image, class_index
+        return image, class_index, "\n".join(errors)
 
 
 class CosGroupsData(pl.LightningDataModule):
@@ -237,14 +248,6 @@ class CosGroupsData(pl.LightningDataModule):
 
 
 # ---------------------------------------------------------------------------------- callbacks
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoints written to a temporary file and renamed: a crash never leaves half a file."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        with atomic_path(path) as tmp:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
-
-
 class ResumeCheckpoint(ModelCheckpoint):
     """``last.ckpt`` every N steps and on the step where training stops (max_steps, max_time, last epoch).
 
@@ -329,11 +332,11 @@ def _ddp_strategy(cfg_trainer: dict[str, Any], trainer: pl.Trainer) -> str | Non
 
 def _check_resumable(cfg: dict[str, Any], saved_path: Path) -> None:
     """A resumed run must keep what shapes the checkpoint: the network, the classes, the data."""
-    import yaml
+    from geoxai.config import read_yaml
 
     if not saved_path.is_file():
         return
-    saved = yaml.safe_load(saved_path.read_text()) or {}
+    saved = read_yaml(saved_path, "config of the run being resumed") or {}
     for section in ("model", "groups"):
         for key, value in cfg[section].items():
             if saved.get(section, {}).get(key, value) != value:
@@ -347,16 +350,13 @@ def _check_resumable(cfg: dict[str, Any], saved_path: Path) -> None:
 def train(config: dict[str, Any], resume: bool = False) -> Path:
     """Train CosPlace from a config (see ``DEFAULTS``); returns the saved weights' path."""
     from geoxai.data.vpr import read_train_set
-    from geoxai.trainer import build_trainer
+    from geoxai.trainer import build_trainer, check_output_dir, resume_checkpoint, skipped_images_callback
 
     cfg = training_config(config)
     out = Path(cfg["output_dir"])
     checkpoint = out / "checkpoints" / CHECKPOINT_NAME
-    if resume and not checkpoint.is_file():
-        raise GeoxaiError(f"--resume: no checkpoint at {checkpoint}; train without --resume first")
-    if not resume and checkpoint.is_file():
-        raise GeoxaiError(f"{out}: already holds a training run ({checkpoint}); pass --resume to continue it, "
-                          "or set output_dir to a new folder")
+    resume_checkpoint(out, resume)
+    check_output_dir(out)
 
     if resume:
         _check_resumable(cfg, out / "config.yaml")
@@ -365,7 +365,7 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
     g = cfg["groups"]
     groups = build_groups(frame, g["M"], g["alpha"], g["N"], g["L"], g["min_images_per_class"],
                           g["num_groups"], where=f"data.train_dir={data['train_dir']}")
-    print(f"CosGroups: {describe_groups(groups)}")
+    stage_info(f"CosGroups: {describe_groups(groups)}")
 
     image_size = int(data["image_size"])
     transform = augmentation(augment, image_size)
@@ -382,21 +382,21 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
 
     def make_trainer(**extra: Any) -> pl.Trainer:
         callbacks = [ResumeCheckpoint(checkpoint.parent, int(cfg["checkpoint_every_n_steps"])),
-                     TrainLog(out / LOG_NAME, int(trainer_cfg["log_every_n_steps"]))]
+                     TrainLog(out / LOG_NAME, int(trainer_cfg["log_every_n_steps"])),
+                     skipped_images_callback(out, "embedder")]
         return build_trainer(trainer_cfg, out, callbacks=callbacks, logger=False,
-                             reload_dataloaders_every_n_epochs=1, plugins=[AtomicCheckpointIO()], **extra)
+                             reload_dataloaders_every_n_epochs=1, **extra)
 
     trainer = make_trainer()
     strategy = _ddp_strategy(trainer_cfg, trainer)
     if strategy is not None:
         trainer = make_trainer(strategy=strategy)
     if trainer.is_global_zero:
-        out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     with warnings.catch_warnings():
         # batches are drawn at random with replacement, so a mid-epoch resume loses nothing
         warnings.filterwarnings("ignore", message=".*your dataloader is not resumable")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint if resume else None)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint if resume else None, weights_only=True)
     if not trainer.is_global_zero:
         return out / weights_name(model["backbone"], int(model["dim"]))
 
@@ -420,5 +420,5 @@ def evaluate(weights: Path, section: dict[str, Any], out: Path) -> Any:
     result = evaluate_retrieval(section["dataset_dir"], read_spec(sidecar_path(weights)), out=out,
                                 batch_size=int(section["batch_size"]), radius=float(section["radius"]),
                                 progress=True)
-    print(result.format())
+    stage_info(result.format())
     return result

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -78,6 +76,14 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return config
 
 
+def check_folders(folders: list[str], key: str) -> None:
+    """Every folder a config names exists before training starts (not only when it is first read)."""
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise GeoxaiError(f"config: {key}: {folder} is not a folder; fix the path (relative paths are "
+                              f"read from the current directory, {Path.cwd()})")
+
+
 def build_autoencoder(model: Mapping[str, Any]) -> AutoencoderKL:
     levels = len(model["block_out_channels"])
     return AutoencoderKL(
@@ -94,7 +100,12 @@ def _lpips(weight: float) -> tuple[torch.nn.Module | None, str]:
     try:
         from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
-        metric = LearnedPerceptualImagePatchSimilarity(net_type="vgg", normalize=False)
+        from geoxai.weights import weights_only_loads
+
+        with weights_only_loads():  # torchvision's VGG weights come from the torch hub cache
+            metric = LearnedPerceptualImagePatchSimilarity(net_type="vgg", normalize=False)
+    except GeoxaiError:
+        raise
     except Exception as exc:  # missing weights without network, missing optional packages
         text = str(exc).strip().splitlines()
         reason = f"skipped: LPIPS unavailable ({text[0] if text else type(exc).__name__})"
@@ -111,8 +122,12 @@ class AutoencoderTraining(pl.LightningModule):
         self.save_hyperparameters()
         self.vae = build_autoencoder(config["model"])
         self.lpips, self.lpips_status = _lpips(float(config["loss"]["lpips_weight"]))
+        self.skipped_images: dict[str, str] = {}  # unreadable training images met so far, path -> error
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor | None:
+        from geoxai.data.images import unreadable_path
+
+        self.skipped_images.update({unreadable_path(error): error for _, error in batch["skipped"]})
         images = batch["image"]
         if images is None:  # every image of the batch was unreadable
             return None
@@ -192,7 +207,7 @@ def evaluate(vae: AutoencoderKL, loader: Any) -> dict[str, float]:
         images = batch["image"]
         mean = encode_moments(vae, images).chunk(2, dim=1)[0]
         reconstruction = decode(vae, mean).cpu()
-        values.append(psnr(reconstruction, images))
+        values.append(psnr(reconstruction, images).reshape(-1))  # a batch of one gives a 0-d tensor
         l1 += float((reconstruction - images).abs().mean(dim=(1, 2, 3)).sum())
         count += len(images)
     if not count:
@@ -214,54 +229,41 @@ def latent_std(vae: AutoencoderKL, loader: Any, max_batches: int = 8) -> float:
     return float(torch.cat(samples).std()) if samples else float("nan")
 
 
-def _save_folder(vae: AutoencoderKL, target: Path) -> None:
-    """``save_pretrained`` into a temp folder renamed onto ``target`` (a reader never sees half a model)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        vae.save_pretrained(tmp)
-        old = target.with_name(f".{target.name}.old-{tmp.name}") if target.exists() else None
-        if old is not None:
-            target.rename(old)
-        tmp.rename(target)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-
-
 def train(config: dict[str, Any], resume: bool = False) -> Path:
     """Train the autoencoder of ``config``; returns the ``vae/`` folder (diffusers layout)."""
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
     from geoxai.config import save_config
-    from geoxai.files import atomic_write_text
-    from geoxai.trainer import build_trainer
+    from geoxai.files import atomic_folder, atomic_write_text
+    from geoxai.trainer import (build_trainer, check_output_dir, resume_checkpoint, skipped_images_callback,
+                                stage_info)
 
     config = resolve_config(config)
+    check_folders(config["data"]["train_dirs"], "data.train_dirs")
+    if config["data"]["val_dir"]:
+        check_folders([config["data"]["val_dir"]], "data.val_dir")
     out = Path(config["output_dir"])
     last = out / "checkpoints" / "last.ckpt"
-    if resume and not last.is_file():
-        raise GeoxaiError(f"--resume: no checkpoint at {last}; start without --resume")
-    if not resume and last.is_file():
-        raise GeoxaiError(f"{out} already holds a training run ({last}); continue it with --resume "
-                          "or choose another output_dir")
+    resume_checkpoint(out, resume)
+    check_output_dir(out)
     data = config["data"]
     paths = _images(data["train_dirs"])
     train_loader = _loader(paths, int(data["image_size"]), _random_crop_flip(int(data["crop_size"]), data["flip"]),
                            int(data["batch_size"]), int(data["num_workers"]), shuffle=True)
     save_config(config, out / "config.yaml")
     trainer = build_trainer(config["trainer"], out, logger=CSVLogger(str(out), name="logs"), callbacks=[
+        skipped_images_callback(out, "autoencoder"),
         ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="step_{step:06d}", auto_insert_metric_name=False,
                         every_n_train_steps=int(config["checkpoint_every_n_steps"]) or None, save_top_k=-1,
                         save_last=True)])
     module = AutoencoderTraining(config)
     if resume:
-        from geoxai.ldm.module import check_state_dict, read_checkpoint
+        from geoxai.ldm.loading import read_checkpoint
+        from geoxai.weights import check_state_dict
 
-        check_state_dict(module.state_dict(), read_checkpoint(last)["state_dict"], f"--resume {last}")
+        check_state_dict(module.state_dict(), read_checkpoint(last, setting="--resume")["state_dict"],
+                         f"--resume {last}", "use the config the checkpoint was trained with, or a new output_dir")
     trainer.fit(module, train_dataloaders=train_loader, ckpt_path=str(last) if resume else None, weights_only=True)
     trainer.save_checkpoint(last, weights_only=False)  # full state: --resume continues from it
     if not trainer.is_global_zero:
@@ -275,7 +277,8 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
     held_out = held_out[:: max(1, len(held_out) // int(data["val_limit"]))][: int(data["val_limit"])]
     scores = evaluate(vae, _loader(held_out, int(data["image_size"]), None, int(data["batch_size"]), 0,
                                    shuffle=False))
-    _save_folder(vae, out / "vae")
+    with atomic_folder(out / "vae") as folder:  # a reader never sees half a model
+        vae.save_pretrained(folder)
     metrics = {"psnr_db": round(scores["psnr_db"], 3), "l1": round(scores["l1"], 5), "val_images": scores["images"],
                "val_source": str(data["val_dir"] or "training images (no data.val_dir)"),
                "latent_std": round(std, 5), "scaling_factor": float(vae.config.scaling_factor),
@@ -283,6 +286,6 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
                "latent_channels": int(vae.config.latent_channels), "steps": int(trainer.global_step),
                "lpips": module.lpips_status}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-    print(f"autoencoder: held-out reconstruction PSNR {metrics['psnr_db']:.2f} dB on {metrics['val_images']} images "
+    stage_info(f"autoencoder: held-out reconstruction PSNR {metrics['psnr_db']:.2f} dB on {metrics['val_images']} images "
           f"({metrics['val_source']}), latent std {std:.4f}, {metrics['steps']} steps, LPIPS {module.lpips_status}")
     return out / "vae"

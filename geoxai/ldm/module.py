@@ -5,28 +5,24 @@ moments, scales it (``scale_by_std``: 1/std of the first batch, kept as a buffer
 uniform timestep of the DDPM schedule and regresses the noise (or v) with an L1 / L2 loss. EMA
 weights (diffusers ``EMAModel``) are what sampling uses.
 
-``load_components`` is the one door for the sampling side: it reads a Lightning checkpoint or an
-exported folder and returns the UNet (EMA weights), the conditioner and the settings needed to
-sample (``LDMComponents``).
+Loading a trained model for sampling lives in ``geoxai.ldm.loading``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import math
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers import DDPMScheduler
 from diffusers.training_utils import EMAModel, compute_snr
 
 from geoxai.errors import GeoxaiError
+from geoxai.trainer import stage_info
 from geoxai.ldm.autoencoder import sample_latents
+from geoxai.ldm.components import LDMComponents
 from geoxai.ldm.conditioning import DescriptorConditioner
 from geoxai.ldm.unet import UNET_DEFAULTS, build_unet
 
@@ -128,10 +124,12 @@ class LatentDiffusion(pl.LightningModule):
     """UNet + conditioner trained on cached latent moments and descriptors.
 
     ``config`` is the full training config (stored in the checkpoint's ``hyper_parameters``);
-    ``context_dim`` is the descriptor dimension of the embedder.
+    ``context_dim`` is the descriptor dimension of the embedder; ``identities`` (embedder and
+    autoencoder identity hashes) are stored with it, so sampling and ``--resume`` can refuse a
+    weights file that was replaced at the same path.
     """
 
-    def __init__(self, config: dict[str, Any], context_dim: int):
+    def __init__(self, config: dict[str, Any], context_dim: int, identities: dict[str, str] | None = None):
         super().__init__()
         self.save_hyperparameters()
         settings = model_settings(config)
@@ -179,7 +177,7 @@ class LatentDiffusion(pl.LightningModule):
         gathered = self.all_gather(z) if self._trainer is not None and self._trainer.world_size > 1 else z
         std = gathered.float().flatten().std()
         self.scale_factor.copy_(1.0 / std)
-        pl.utilities.rank_zero_info(f"scale_by_std: latent std {std.item():.4f} -> scale factor "
+        stage_info(f"scale_by_std: latent std {std.item():.4f} -> scale factor "
                                     f"{self.scale_factor.item():.5f}")
         for logger in self.loggers:
             logger.log_metrics({"diffusion/scale_factor": self.scale_factor.item()}, step=self.global_step)
@@ -240,7 +238,7 @@ class LatentDiffusion(pl.LightningModule):
                    f"x accumulation {trainer.accumulate_grad_batches} (optim.scale_lr: true)")
         else:
             how = "base_lr, not scaled (optim.scale_lr: false)"
-        pl.utilities.rank_zero_info(f"learning rate: {self.effective_lr:.3e} = {how}")
+        stage_info(f"learning rate: {self.effective_lr:.3e} = {how}")
         cls = torch.optim.AdamW if optim["optimizer"] == "adamw" else torch.optim.Adam
         optimizer = cls(self.denoiser_parameters(), lr=self.effective_lr, betas=tuple(optim["betas"]),
                         weight_decay=float(optim["weight_decay"]))
@@ -273,138 +271,17 @@ class LatentDiffusion(pl.LightningModule):
         finally:
             self.ema.restore(params)
 
-    def components(self) -> "LDMComponents":
+    def components(self) -> LDMComponents:
         """An ``LDMComponents`` view of this module's live UNet and conditioner (no copy)."""
         return LDMComponents(unet=self.unet, conditioner=self.conditioner,
                              scale_factor=float(self.scale_factor.item()), config=dict(self.hparams.config),
                              noise_scheduler_config=noise_scheduler_config(self.hparams.config),
-                             context_dim=int(self.hparams.context_dim))
+                             context_dim=int(self.hparams.context_dim),
+                             identities=dict(self.hparams.get("identities") or {}))
 
 
 def build_conditioner(conditioning: Mapping[str, Any], context_dim: int) -> DescriptorConditioner:
     return DescriptorConditioner(mode=conditioning["mode"], descriptor_dim=int(context_dim),
                                  num_tokens=int(conditioning["num_tokens"]), hidden_dim=conditioning["hidden_dim"])
 
-
-# ------------------------------------------------------------------------------- loading
-@dataclass
-class LDMComponents:
-    """What sampling needs from a trained model."""
-
-    unet: UNet2DConditionModel
-    conditioner: DescriptorConditioner
-    scale_factor: float
-    config: dict[str, Any]
-    noise_scheduler_config: dict[str, Any]
-    context_dim: int
-    source: str = field(default="", repr=False)
-
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "LDMComponents":
-        self.unet.to(device=device, dtype=dtype)
-        self.conditioner.to(device=device, dtype=dtype)
-        return self
-
-    def eval(self) -> "LDMComponents":
-        self.unet.eval()
-        self.conditioner.eval()
-        return self
-
-    @torch.no_grad()
-    def predict_noise(self, latents: torch.Tensor, t: torch.Tensor | int | float, descriptors: torch.Tensor,
-                      guidance: float = 1.0) -> torch.Tensor:
-        """The model output (noise, or v for v_prediction models) with classifier-free guidance.
-
-        ``uncond + g * (cond - uncond)`` with the zero descriptor as the null condition, both
-        branches in one batched UNet call; ``g == 1`` is one plain conditional call.
-        """
-        batch = latents.shape[0]
-        descriptors = descriptors.to(latents.device)
-        self.conditioner.check_dim(descriptors)
-        t = torch.as_tensor(t, device=latents.device)
-        t = t.expand(batch) if t.ndim == 0 else t.to(latents.device)
-        if guidance == 1.0:
-            return self.unet(latents, t, **self.conditioner(descriptors)).sample
-        null = torch.zeros_like(descriptors)
-        both = self.unet(torch.cat([latents, latents]), torch.cat([t, t]),
-                         **self.conditioner(torch.cat([null, descriptors]))).sample
-        uncond, cond = both.chunk(2)
-        return uncond + guidance * (cond - uncond)
-
-
-def load_components(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> LDMComponents:
-    """UNet (EMA weights when EMA is on), conditioner and settings from a ``.ckpt`` or an exported folder."""
-    path = Path(checkpoint)
-    if path.is_dir():
-        from geoxai.ldm.export import load_exported
-
-        return load_exported(path, map_location)
-    if not path.is_file():
-        raise GeoxaiError(f"--checkpoint {path}: no such file or folder; give a .ckpt from "
-                          "<output_dir>/checkpoints/ or a folder written by export")
-    state = read_checkpoint(path, map_location)
-    hparams = state.get("hyper_parameters") or {}
-    if "config" not in hparams or "context_dim" not in hparams:
-        raise GeoxaiError(f"--checkpoint {path}: not a geoxai latent diffusion checkpoint (no config in "
-                          "hyper_parameters); was it written by another training stage?")
-    config, context_dim = hparams["config"], int(hparams["context_dim"])
-    try:
-        settings = model_settings(config)
-        conditioner = build_conditioner(settings["conditioning"], context_dim)
-        unet = build_unet(settings["unet"], conditioner.context_dim, conditioner.class_embed_dim)
-    except GeoxaiError as exc:
-        raise GeoxaiError(f"--checkpoint {path}: its stored config is not valid here ({exc})") from None
-    weights = state["state_dict"]
-    modules = {"unet": unet, "conditioner": conditioner}
-    expected = {f"{prefix}.{k}": v for prefix, module in modules.items() for k, v in module.state_dict().items()}
-    expected["scale_factor"] = torch.zeros(())
-    check_state_dict(expected, weights, f"--checkpoint {path}")
-    for prefix, module in modules.items():
-        module.load_state_dict({k[len(prefix) + 1:]: v for k, v in weights.items() if k.startswith(prefix + ".")})
-    if settings["optim"]["use_ema"] and "ema" in state:
-        params = [*unet.parameters(), *conditioner.parameters()]
-        shadow = state["ema"]["shadow_params"]
-        if len(shadow) != len(params) or any(s.shape != p.shape for s, p in zip(shadow, params)):
-            raise GeoxaiError(f"--checkpoint {path}: its EMA weights do not match its model; the file is damaged")
-        with torch.no_grad():
-            for s, p in zip(shadow, params):
-                p.copy_(s)
-    scale = float(weights["scale_factor"])
-    if not math.isfinite(scale):
-        raise GeoxaiError(f"--checkpoint {path}: scale factor not set yet (saved before the first step)")
-    return LDMComponents(unet=unet.to(map_location).eval(), conditioner=conditioner.to(map_location).eval(),
-                         scale_factor=scale,
-                         config=copy.deepcopy(dict(config)), noise_scheduler_config=noise_scheduler_config(config),
-                         context_dim=context_dim, source=str(path))
-
-
-def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """A Lightning checkpoint as a dict, with a one-line error for files that are not one."""
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # pickle, zip and torch errors vary across versions
-        text = str(exc).strip().splitlines()
-        raise GeoxaiError(f"--checkpoint {path}: not a readable checkpoint ({text[0] if text else type(exc).__name__})"
-                          ) from None
-    if not isinstance(state, dict) or "state_dict" not in state:
-        raise GeoxaiError(f"--checkpoint {path}: not a Lightning checkpoint (no state_dict)")
-    return state
-
-
-def check_state_dict(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor], where: str) -> None:
-    """One-line error when ``found`` does not fit a model whose state dict is ``expected``."""
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    shapes = [k for k in expected if k in found and tuple(expected[k].shape) != tuple(found[k].shape)]
-    if not (missing or unexpected or shapes):
-        return
-    parts = []
-    if shapes:
-        k = shapes[0]
-        parts.append(f"{len(shapes)} shape mismatches, e.g. {k} {list(found[k].shape)} vs {list(expected[k].shape)}")
-    if missing:
-        parts.append(f"{len(missing)} missing keys, e.g. {missing[0]}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys, e.g. {unexpected[0]}")
-    raise GeoxaiError(f"{where}: weights come from another model config ({'; '.join(parts)}); "
-                      "use the config the checkpoint was trained with, or a new output_dir")
 

@@ -76,7 +76,7 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
     from geoxai.devices import resolve_device
     from geoxai.embedders import from_spec
     from geoxai.ldm.autoencoder import load_autoencoder
-    from geoxai.ldm.module import load_components
+    from geoxai.ldm.loading import load_components
     from geoxai.ldm.pipeline import DescriptorDiffusionPipeline, build_scheduler, check_steps
     from geoxai.retrieval import compute_descriptors
     from geoxai.runs import GenerationRun, plan_queries

@@ -80,6 +80,34 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return config
 
 
+def check_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """Every folder the config reads exists (checked before training, not when first read), and the
+    paths stored in the checkpoint are absolute."""
+    from geoxai.ldm.autoencoder_training import check_folders
+
+    check_folders(config["data"]["train_dirs"], "data.train_dirs")
+    if config["data"]["val_queries"]:
+        check_folders([config["data"]["val_queries"]], "data.val_queries")
+    return absolute_paths(config)
+
+
+def absolute_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with the embedder weights and autoencoder paths made absolute.
+
+    The config is stored in every checkpoint; absolute paths make a checkpoint usable from any
+    working directory (and the stored identities catch a file replaced at the same path).
+    """
+    config = copy.deepcopy(config)
+    weights = config["embedder"].get("weights")
+    if weights not in (None, "hub", "random") and Path(str(weights)).exists():
+        config["embedder"]["weights"] = str(Path(str(weights)).resolve())
+    for key in ("path", "config"):
+        value = config["autoencoder"].get(key)
+        if value and Path(str(value)).expanduser().exists():  # hub ids stay as they are
+            config["autoencoder"][key] = str(Path(str(value)).expanduser().resolve())
+    return config
+
+
 def fit_to_models(config: dict[str, Any], vae: Any, context_dim: int) -> dict[str, Any]:
     """Fill what the autoencoder decides (latent side, scale factor) and check what must agree."""
     from geoxai.ldm.autoencoder import downsampling_factor, latent_channels
@@ -141,16 +169,34 @@ def _checkpoint_step(path: Path) -> int | None:
         return None
 
 
-def check_resume(checkpoint: Path, model: Any, context_dim: int) -> None:
-    """One-line errors when ``checkpoint`` cannot continue with the current config."""
-    from geoxai.ldm.module import check_state_dict, read_checkpoint
+def check_identities(stored: Mapping[str, str], current: Mapping[str, str], where: str) -> None:
+    """Refuse frozen models whose weights differ from those a checkpoint was trained with.
 
-    state = read_checkpoint(checkpoint)
-    old_dim = (state.get("hyper_parameters") or {}).get("context_dim")
+    A weights file replaced at the same path (another training run, another release) would
+    otherwise condition the UNet on descriptors or latents it never saw, silently.
+    """
+    keys = {"embedder": "embedder.weights", "autoencoder": "autoencoder.path"}
+    for kind, key in keys.items():
+        if stored.get(kind) and current.get(kind) and stored[kind] != current[kind]:
+            raise GeoxaiError(f"{where}: its {kind} ({key}) has identity {current[kind]} but the model was trained "
+                              f"with {stored[kind]}; the file at that path was replaced: restore the original "
+                              "weights, or train a new model")
+
+
+def check_resume(checkpoint: Path, model: Any, context_dim: int, identities: Mapping[str, str]) -> None:
+    """One-line errors when ``checkpoint`` cannot continue with the current config."""
+    from geoxai.ldm.loading import read_checkpoint
+    from geoxai.weights import check_state_dict
+
+    state = read_checkpoint(checkpoint, setting="--resume")
+    hparams = state.get("hyper_parameters") or {}
+    old_dim = hparams.get("context_dim")
     if old_dim is not None and int(old_dim) != int(context_dim):
         raise GeoxaiError(f"embedder: gives {context_dim}-d descriptors but {checkpoint} has context dim "
                           f"{old_dim}; use the embedder it was trained with or a new output_dir")
-    check_state_dict(model.state_dict(), state["state_dict"], f"--resume {checkpoint}")
+    check_identities(hparams.get("identities") or {}, identities, f"--resume {checkpoint}")
+    check_state_dict(model.state_dict(), state["state_dict"], f"--resume {checkpoint}",
+                     "use the config the checkpoint was trained with, or a new output_dir")
 
 
 def _loggers(out: Path) -> list[Any]:
@@ -178,27 +224,31 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
     from geoxai.ldm.autoencoder import autoencoder_identity, encode_moments, load_autoencoder
     from geoxai.ldm.callbacks import LossCSV, PreviewGrid
     from geoxai.ldm.latent_cache import build_latent_cache
+    from geoxai.errors import settings_from
     from geoxai.ldm.module import LatentDiffusion, NonFiniteLossError
-    from geoxai.trainer import build_trainer
+    from geoxai.trainer import build_trainer, check_output_dir, resume_checkpoint, stage_info
 
-    config = resolve_config(config)
+    config = check_paths(resolve_config(config))
     out = Path(config["output_dir"])
     checkpoints = out / "checkpoints"
     last = checkpoints / "last.ckpt"
-    if resume and not last.is_file():
-        raise GeoxaiError(f"--resume: no checkpoint at {last}; start without --resume")
-    if not resume and last.is_file():
-        raise GeoxaiError(f"{out} already holds a training run ({last}); continue it with --resume "
-                          "or choose another output_dir")
+    resume_checkpoint(out, resume)
+    check_output_dir(out)
     data, logging = config["data"], config["logging"]
 
     vae = load_autoencoder(config["autoencoder"])
-    embedder = from_spec(config["embedder"])
+    with settings_from("embedder"):
+        embedder = from_spec(config["embedder"])
+    if embedder.random_weights and config["embedder"].get("weights") != "random":
+        raise GeoxaiError("embedder.weights is not set, which means a random, untrained embedder: give the weights "
+                          "the descriptors should come from (e.g. runs/embedder/.../cosplace_*.pth), or write "
+                          "embedder.weights: random to train on random descriptors deliberately")
+    identities = {"embedder": embedder.identity(), "autoencoder": autoencoder_identity(vae)}
     config = fit_to_models(config, vae, embedder.dim)
     pl.seed_everything(int(config["trainer"]["seed"]), workers=True, verbose=False)  # same init every run
-    model = LatentDiffusion(config, embedder.dim)
+    model = LatentDiffusion(config, embedder.dim, identities)
     if resume:
-        check_resume(last, model, embedder.dim)
+        check_resume(last, model, embedder.dim, identities)
 
     device = resolve_device("auto")
     if device.type == "cuda":  # under DDP each rank re-runs this; keep its work on its own GPU
@@ -213,6 +263,9 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
         batch_size=int(data["encode_batch_size"]), device=device, progress=True)
     if len(cache) == 0:
         raise GeoxaiError(f"data.train_dirs: no readable images in {', '.join(data['train_dirs'])}")
+    if cache.skipped:
+        stage_info(f"latent cache: {len(cache.skipped)} unreadable training image(s) skipped, listed in "
+                   f"{cache.folder / 'skipped.csv'} (first: {cache.skipped[0][1]})")
 
     callbacks: list[Any] = [
         ModelCheckpoint(dirpath=str(checkpoints), filename="step_{step:06d}", auto_insert_metric_name=False,
@@ -244,7 +297,7 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
                         num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda")
     save_config(config, out / "config.yaml")
     trainer = build_trainer(config["trainer"], out, callbacks=callbacks, logger=_loggers(out))
-    pl.utilities.rank_zero_info(f"ldm: {len(cache)} cached images ({cache.folder}), latents "
+    stage_info(f"ldm: {len(cache)} cached images ({cache.folder}), latents "
                                 f"{tuple(cache.moments.shape[1:])} moments, descriptors {cache.descriptors.shape[1]}-d, "
                                 f"UNet {sum(p.numel() for p in model.unet.parameters()) / 1e6:.1f}M parameters, "
                                 f"conditioning {config['conditioning']['mode']}")
@@ -259,6 +312,6 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
     trainer.save_checkpoint(last, weights_only=False)  # full state: --resume continues from it
     if trainer.is_global_zero:
         scale = float(model.scale_factor)
-        print(f"ldm: trained to step {trainer.global_step}, scale factor "
+        stage_info(f"ldm: trained to step {trainer.global_step}, scale factor "
               f"{scale if math.isfinite(scale) else 'unset'}, checkpoint {last}")
     return last

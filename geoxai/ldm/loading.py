@@ -1,0 +1,116 @@
+"""Loading a trained descriptor-conditioned LDM for sampling: the one door from files to models.
+
+``load_components`` reads a Lightning ``.ckpt`` (``weights_only=True``) or a folder written by
+``geoxai.ldm.export`` and returns ``LDMComponents``: the UNet with its EMA weights, the conditioner,
+and the settings sampling needs. Paths inside a checkpoint (embedder weights, autoencoder) are
+stored absolute by training; ``stored_paths_exist`` says clearly when one has moved.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from geoxai.config import read_yaml
+from geoxai.errors import GeoxaiError
+from geoxai.ldm.components import LDMComponents
+from geoxai.ldm.module import build_conditioner, model_settings, noise_scheduler_config
+from geoxai.ldm.unet import build_unet
+from geoxai.weights import check_state_dict
+
+EXPORT_MANIFEST = "geoxai.yaml"
+EXPORT_FORMAT = 1
+
+
+def load_components(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> LDMComponents:
+    """UNet (EMA weights when EMA is on), conditioner and settings from a ``.ckpt`` or an exported folder."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        return load_exported(path, map_location)
+    if not path.is_file():
+        raise GeoxaiError(f"--checkpoint {path}: no such file or folder; give a .ckpt from "
+                          "<output_dir>/checkpoints/ or a folder written by export")
+    state = read_checkpoint(path, map_location)
+    hparams = state.get("hyper_parameters") or {}
+    if "config" not in hparams or "context_dim" not in hparams:
+        raise GeoxaiError(f"--checkpoint {path}: not a geoxai latent diffusion checkpoint (no config in "
+                          "hyper_parameters); was it written by another training stage?")
+    config, context_dim = hparams["config"], int(hparams["context_dim"])
+    try:
+        settings = model_settings(config)
+        conditioner = build_conditioner(settings["conditioning"], context_dim)
+        unet = build_unet(settings["unet"], conditioner.context_dim, conditioner.class_embed_dim)
+    except GeoxaiError as exc:
+        raise GeoxaiError(f"--checkpoint {path}: its stored config is not valid here ({exc})") from None
+    weights = state["state_dict"]
+    modules = {"unet": unet, "conditioner": conditioner}
+    expected = {f"{prefix}.{k}": v for prefix, module in modules.items() for k, v in module.state_dict().items()}
+    expected["scale_factor"] = torch.zeros(())
+    check_state_dict(expected, weights, f"--checkpoint {path}",
+                     "use the config the checkpoint was trained with")
+    for prefix, module in modules.items():
+        module.load_state_dict({k[len(prefix) + 1:]: v for k, v in weights.items() if k.startswith(prefix + ".")})
+    if settings["optim"]["use_ema"] and "ema" in state:
+        params = [*unet.parameters(), *conditioner.parameters()]
+        shadow = state["ema"]["shadow_params"]
+        if len(shadow) != len(params) or any(s.shape != p.shape for s, p in zip(shadow, params)):
+            raise GeoxaiError(f"--checkpoint {path}: its EMA weights do not match its model; the file is damaged")
+        with torch.no_grad():
+            for s, p in zip(shadow, params):
+                p.copy_(s)
+    scale = float(weights["scale_factor"])
+    if not math.isfinite(scale):
+        raise GeoxaiError(f"--checkpoint {path}: scale factor not set yet (saved before the first step)")
+    return LDMComponents(unet=unet.to(map_location).eval(), conditioner=conditioner.to(map_location).eval(),
+                         scale_factor=scale,
+                         config=copy.deepcopy(dict(config)), noise_scheduler_config=noise_scheduler_config(config),
+                         context_dim=context_dim, source=str(path),
+                         identities=dict(hparams.get("identities") or {}))
+
+
+def read_checkpoint(path: Path, map_location: str | torch.device = "cpu", setting: str = "--checkpoint") -> dict[str, Any]:
+    """A Lightning checkpoint as a dict (``weights_only=True``), with a one-line error naming ``setting``."""
+    from geoxai.weights import read_weights
+
+    state = read_weights(path, setting, map_location=map_location)
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise GeoxaiError(f"{setting} {path}: not a Lightning checkpoint (no state_dict)")
+    return state
+
+
+def load_exported(folder: str | Path, map_location: str | torch.device = "cpu") -> LDMComponents:
+    """``LDMComponents`` from an exported folder; its autoencoder section points at ``folder/vae``."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    from geoxai.ldm.conditioning import DescriptorConditioner
+
+    folder = Path(folder)
+    manifest_path = folder / EXPORT_MANIFEST
+    if not manifest_path.is_file():
+        raise GeoxaiError(f"--checkpoint {folder}: a folder without {EXPORT_MANIFEST}; give a .ckpt or a folder "
+                          "written by geoxai.ldm.export.export_pipeline")
+    manifest = read_yaml(manifest_path, "export manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
+        raise GeoxaiError(f"{manifest_path}: unknown export format (expected format: {EXPORT_FORMAT})")
+    try:
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True)
+        conditioner = DescriptorConditioner(**json.loads((folder / "conditioner" / "config.json").read_text()))
+        conditioner.load_state_dict(load_file(str(folder / "conditioner" / "model.safetensors")))
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        text = str(exc).strip().splitlines()
+        raise GeoxaiError(f"--checkpoint {folder}: damaged export ({text[0] if text else type(exc).__name__}); "
+                          "export it again") from None
+    config = dict(manifest["training_config"])
+    config["autoencoder"] = {**dict(config.get("autoencoder") or {}), "path": str((folder / "vae").resolve()),
+                             "config": None}
+    components = LDMComponents(unet=unet.to(map_location).eval(), conditioner=conditioner.to(map_location).eval(),
+                               scale_factor=float(manifest["scale_factor"]), config=config,
+                               noise_scheduler_config=dict(manifest["noise_scheduler"]),
+                               context_dim=int(manifest["context_dim"]), source=str(folder),
+                               identities=dict(manifest.get("identities") or {}))
+    return components
