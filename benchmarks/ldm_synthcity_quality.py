@@ -104,7 +104,8 @@ def evaluate(run_folder: Path, world: Path, embedder: Any, device: torch.device,
     ``search(database, queries, k) -> (distances, indices)``: geoxai's faiss search unless given.
     """
     from geoxai.data.vpr import VPRTestSet, radius_positives
-    from geoxai.retrieval import chance_recall, compute_descriptors, recall_at
+    from geoxai.embedders.descriptors import embed_files
+    from geoxai.retrieval import chance_recall, recall_at
     from geoxai.runs import GenerationRun
 
     if search is None:
@@ -115,10 +116,9 @@ def evaluate(run_folder: Path, world: Path, embedder: Any, device: torch.device,
     query_paths = sorted(set(manifest["query_path"]))
     query_index = {p: i for i, p in enumerate(query_paths)}
     compute = dict(batch_size=batch_size, device=device, progress=True)
-    database, _ = compute_descriptors(embedder, test_set.database_paths, desc="database", **compute)
-    originals, _ = compute_descriptors(embedder, [Path(p) for p in query_paths], desc="originals", **compute)
-    generated, _ = compute_descriptors(embedder, [Path(p) for p in manifest["image_path"]], desc="generations",
-                                       **compute)
+    database = embed_files(embedder, test_set.database_paths, desc="database", **compute).array
+    originals = embed_files(embedder, [Path(p) for p in query_paths], desc="originals", **compute).array
+    generated = embed_files(embedder, [Path(p) for p in manifest["image_path"]], desc="generations", **compute).array
     query_utm = manifest.groupby("query_path")[["utm_east", "utm_north"]].first().loc[query_paths].to_numpy()
     positives = radius_positives(test_set.database_utm, query_utm, test_set.radius)
     owner = manifest["query_path"].map(query_index).to_numpy()
@@ -149,14 +149,15 @@ def reconstruction_recall(autoencoder: Any, queries: list[Path], world: Path, em
     """
     from geoxai.data.images import load_tensor
     from geoxai.data.vpr import VPRTestSet, radius_positives, utm_coordinates
-    from geoxai.embedders.base import resize_center_crop
-    from geoxai.retrieval import compute_descriptors, recall_at
+    from geoxai.data.images import resize_center_crop
+    from geoxai.embedders.descriptors import embed_files
+    from geoxai.retrieval import recall_at
 
     if search is None:
         from geoxai.retrieval import search
     test_set = VPRTestSet(world)
-    database, _ = compute_descriptors(embedder, test_set.database_paths, batch_size=batch_size, device=device,
-                                      progress=False)
+    database = embed_files(embedder, test_set.database_paths, batch_size=batch_size, device=device,
+                           progress=False).array
     autoencoder = autoencoder.to(device).eval()
     originals, reconstructions = [], []
     for start in range(0, len(queries), batch_size):
@@ -180,7 +181,7 @@ def trained_steps(checkpoint: Path) -> int:
 
 def generations_grid(run_folder: Path, image_size: int, rows: int, path: Path) -> None:
     from geoxai.data.images import load_tensor
-    from geoxai.embedders.base import resize_center_crop
+    from geoxai.data.images import resize_center_crop
     from geoxai.files import atomic_save_image
     from geoxai.report.grids import original_vs_generations_grid
     from geoxai.runs import GenerationRun

@@ -79,8 +79,8 @@ def main() -> None:
 
     from torch.utils.data import DataLoader
 
-    from geoxai.data.vpr import ImageDataset, collate_images, list_images
-    from geoxai.embedders.base import resize_center_crop
+    from geoxai.data.images import ImageDataset, collate_images, resize_center_crop
+    from geoxai.data.vpr import list_images
     from geoxai.errors import GeoxaiError
     from geoxai.ldm.autoencoder import autoencoder_identity, encode_moments
     from geoxai.ldm.latent_cache import build_latent_cache

@@ -120,13 +120,15 @@ def main() -> None:
     original_recall = None
     if args.dataset is not None:
         from geoxai.data.vpr import VPRTestSet
-        from geoxai.retrieval import chance_recall, compute_descriptors, recall_at, search
+        from geoxai.embedders.descriptors import embed_files
+        from geoxai.retrieval import chance_recall, recall_at, search
 
         test_set = VPRTestSet(args.dataset)
         query_paths = test_set.queries_paths[:args.queries]
         positives = test_set.positives()[:len(query_paths)]
-        database, _ = compute_descriptors(embedder, test_set.database_paths, device=device, desc="database")
-        queries, skipped = compute_descriptors(embedder, query_paths, device=device, desc="queries")
+        database = embed_files(embedder, test_set.database_paths, device=device, desc="database").array
+        found = embed_files(embedder, query_paths, device=device, desc="queries")
+        queries, skipped = found.array, found.skipped
         keep = ~np.isnan(queries).any(axis=1) & np.array([len(p) > 0 for p in positives])
         db_ok = ~np.isnan(database).any(axis=1)
         if not db_ok.all():

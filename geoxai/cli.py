@@ -1,11 +1,14 @@
 """The ``geoxai`` command line: a thin layer that parses options and calls the library.
 
-User mistakes surface as ``GeoxaiError`` and are printed on one line (exit status 2). Library
-imports happen inside the commands so that ``geoxai --help`` stays fast.
+User mistakes surface as ``GeoxaiError`` and are printed on one line (exit status 2); so are output
+folders that cannot be written (permissions, a read-only or full disk). Library imports happen
+inside the commands so that ``geoxai --help`` stays fast. Results go to stdout, progress bars and
+notices to stderr. Every ``torch.load`` in the process, a library's included, loads weights only.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from geoxai.errors import GeoxaiError
 
 
 class _Group(click.Group):
-    """A click group that turns ``GeoxaiError`` into a one-line message."""
+    """A click group that turns ``GeoxaiError`` and write errors into a one-line message."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -25,9 +28,17 @@ class _Group(click.Group):
         except GeoxaiError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
+        except OSError as exc:
+            from geoxai.files import is_write_error, output_error
+
+            if not is_write_error(exc):
+                raise
+            path = exc.filename or "output"
+            click.echo(f"error: {output_error(exc, path)}", err=True)
+            ctx.exit(2)
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="geoxai")
 def cli() -> None:
     """Explain visual place recognition descriptors with generative models."""
@@ -59,6 +70,26 @@ def data_synthcity(out: Path, places: int, visits: int, size: int, seed: int, te
     click.echo(summary.format())
 
 
+@data.command("synthcity-run")
+@click.option("--world", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="SynthCity world folder (from `geoxai data synthcity --out`); its queries/ are the queries.")
+@click.option("--kind", required=True, type=str,
+              help="What each sample is: identity, oracle, other-place, sky, lighting, vehicles, pedestrians, "
+                   "signs, windows or colours (see docs/synthcity.md, Reference runs).")
+@click.option("--samples", default=4, show_default=True, type=int, help="Images per query.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="GenerationRun folder to write; an existing run with the same settings is resumed.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Run seed: picks the fresh visits and, for other-place, the other places.")
+@click.option("--limit", default=None, type=int, help="Only the first N queries (in plan order). [default: all]")
+def data_synthcity_run(world: Path, kind: str, samples: int, out: Path, seed: int, limit: int | None) -> None:
+    """Write a SynthCity reference run: renders of known cause in place of an explainer's generations."""
+    from geoxai.data.reference_runs import write_reference_run
+
+    run = write_reference_run(world, kind, samples, out, seed=seed, limit=limit, progress=True)
+    click.echo(run.format())
+
+
 @data.command("info")
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--radius", default=25.0, show_default=True, type=float, help="Positive radius in metres.")
@@ -67,7 +98,7 @@ def data_synthcity(out: Path, places: int, visits: int, size: int, seed: int, te
 @click.option("--no-decode", is_flag=True,
               help="Read image headers only; skip the full decode check (fast on huge datasets).")
 def data_info(folder: Path, radius: float, no_labels: bool, no_decode: bool) -> None:
-    """Summarise a VPR dataset folder: counts, sizes, UTM extent, positives, unreadable files.
+    """Summarise a VPR dataset folder: counts, sizes, UTM extent, positives, duplicates, unreadable files.
 
     FOLDER is a test set (database/ + queries/), a training folder, or a world root with train/,
     database/ and queries/.
@@ -88,14 +119,15 @@ _STAGES = {
 
 @cli.command("train", context_settings={"ignore_unknown_options": True})
 @click.option("--config", "config_path", required=True, type=click.Path(path_type=Path),
-              help="YAML config; its `stage:` key picks embedder, autoencoder or ldm.")
-@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the output folder.")
+              help="YAML config; its `stage:` key picks embedder, autoencoder or ldm (examples in configs/).")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the config's output_dir.")
 @click.argument("overrides", nargs=-1)
 def train(config_path: Path, resume: bool, overrides: tuple[str, ...]) -> None:
-    """Train a stage from a config, with key.sub=value overrides."""
+    """Train a stage from a config, with key.sub=value overrides (e.g. trainer.max_time=30)."""
     import importlib
 
     from geoxai.config import load_config
+    from geoxai.errors import settings_from
     from geoxai.registry import did_you_mean
 
     config = load_config(config_path, overrides)
@@ -106,7 +138,8 @@ def train(config_path: Path, resume: bool, overrides: tuple[str, ...]) -> None:
             f"{did_you_mean(str(stage), list(_STAGES))}"
         )
     module_name, func = _STAGES[stage].split(":")
-    result = getattr(importlib.import_module(module_name), func)(config, resume=resume)
+    with settings_from(""):  # errors name config keys (embedder.weights), not command-line flags
+        result = getattr(importlib.import_module(module_name), func)(config, resume=resume)
     if result is not None:
         click.echo(f"saved: {result}")
 
@@ -117,11 +150,18 @@ def embedder_options(func):
     options = [
         click.option("--embedder", default="cosplace", show_default=True, help="Registered embedder name."),
         click.option("--embedder-config", type=click.Path(path_type=Path), default=None,
-                     help="YAML spec of the embedder (written next to trained weights); overrides the rest."),
-        click.option("--backbone", default=None, help="CosPlace backbone (resnet18/50/101/152, vgg16)."),
-        click.option("--dim", default=None, type=int, help="Descriptor dimension."),
-        click.option("--weights", default=None, help="Weights file, or `hub` for the released weights."),
-        click.option("--image-size", default=None, type=int, help="Input side after resize and crop."),
+                     help="YAML spec of the embedder (the embedder.yaml written beside trained weights, or "
+                          "configs/embedder/specs/*.yaml); replaces the options below. [default: none]"),
+        click.option("--backbone", default=None,
+                     help="CosPlace backbone: resnet18/50/101/152 or vgg16. [default: read from --weights, "
+                          "else resnet50]"),
+        click.option("--dim", default=None, type=int,
+                     help="Descriptor dimension. [default: read from --weights, else 512]"),
+        click.option("--weights", default=None,
+                     help="Weights file, `hub` for the released CosPlace weights, or `random` for an untrained "
+                          "network (a chance-level baseline). [required]"),
+        click.option("--image-size", default=None, type=int,
+                     help="Input side after resize and centre crop. [default: 512, the thesis' CosPlace]"),
     ]
     for option in reversed(options):
         func = option(func)
@@ -139,25 +179,36 @@ def embedder_spec(embedder: str, embedder_config: Path | None, **options: Any) -
     return spec
 
 
+def device_option(func):
+    return click.option("--device", default="auto", show_default=True,
+                        help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")(func)
+
+
+def batch_size_option(default: int, what: str):
+    return click.option("--batch-size", default=default, show_default=True, type=int, help=f"{what} per batch.")
+
+
 @cli.command("retrieve")
 @click.option("--dataset", required=True, type=click.Path(path_type=Path),
               help="VPR test folder with database/ and queries/.")
 @embedder_options
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Folder for recalls.csv, predictions.csv and cached descriptors.")
-@click.option("--batch-size", default=32, show_default=True, type=int)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+              help="Folder for recalls.csv, predictions.csv and the descriptors. [default: print only]")
+@batch_size_option(32, "Images")
+@device_option
 @click.option("--radius", default=25.0, show_default=True, type=float, help="Positive radius in metres.")
+@click.option("--no-labels", is_flag=True,
+              help="File names carry no UTM coordinates: find nearest neighbours only (predictions.csv, no recall).")
 def retrieve(dataset: Path, embedder: str, embedder_config: Path | None, backbone: str | None,
              dim: int | None, weights: str | None, image_size: int | None, out: Path | None,
-             batch_size: int, device: str, radius: float) -> None:
-    """Recall@1/5/10/20 of an embedder on a VPR test set."""
+             batch_size: int, device: str, radius: float, no_labels: bool) -> None:
+    """Recall@1/5/10/20 of an embedder on a VPR test set (faiss, 25 m positives)."""
     from geoxai.retrieval import evaluate_retrieval
 
     spec = embedder_spec(embedder, embedder_config, backbone=backbone, dim=dim, weights=weights,
                          image_size=image_size)
     result = evaluate_retrieval(dataset, spec, out=out, batch_size=batch_size, device=device,
-                                radius=radius, progress=True)
+                                radius=radius, progress=True, labels=not no_labels)
     click.echo(result.format())
 
 
@@ -166,8 +217,9 @@ def retrieve(dataset: Path, embedder: str, embedder_config: Path | None, backbon
 @click.option("--places", default=50, show_default=True, type=int, help="SynthCity places to probe.")
 @click.option("--seed", default=0, show_default=True, type=int, help="SynthCity world seed.")
 @click.option("--size", default=128, show_default=True, type=int, help="SynthCity image side.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder for probe.csv.")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder for probe.csv. [default: print only]")
+@device_option
 def probe(embedder: str, embedder_config: Path | None, backbone: str | None, dim: int | None,
           weights: str | None, image_size: int | None, places: int, seed: int, size: int,
           out: Path | None, device: str) -> None:
@@ -184,17 +236,20 @@ def probe(embedder: str, embedder_config: Path | None, backbone: str | None, dim
 # ------------------------------------------------------------------------------------ sampling
 @cli.command("sample")
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
-              help="Lightning checkpoint (.ckpt) or exported pipeline folder.")
+              help="Lightning checkpoint (.ckpt) from `geoxai train` (stage: ldm) or an exported pipeline folder.")
 @click.option("--queries", required=True, type=click.Path(path_type=Path),
               help="Folder of query images (any depth), e.g. a test set's queries/.")
 @click.option("--samples", default=4, show_default=True, type=int, help="Generations per query.")
-@click.option("--sampler", default="dpm++", show_default=True, type=click.Choice(["dpm++", "ddim", "ddpm"]))
-@click.option("--steps", default=20, show_default=True, type=int)
-@click.option("--guidance", default=1.0, show_default=True, type=float, help="Classifier-free guidance scale.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--batch-size", default=16, show_default=True, type=int)
-@click.option("--limit", default=None, type=int, help="Only the first N queries.")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--sampler", default="dpm++", show_default=True, type=click.Choice(["dpm++", "ddim", "ddpm"]),
+              help="Diffusion sampler (DPM-Solver++ 2M, DDIM with eta 0, ancestral DDPM).")
+@click.option("--steps", default=20, show_default=True, type=int, help="Sampler steps per image.")
+@click.option("--guidance", default=1.0, show_default=True, type=float,
+              help="Classifier-free guidance scale (1 = the plain conditional model).")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Run seed; each image's seed is derived from it, the query and the sample index.")
+@batch_size_option(16, "Images generated")
+@click.option("--limit", default=None, type=int, help="Only the first N queries. [default: all]")
+@device_option
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="GenerationRun folder (resumed if it exists).")
 def sample(checkpoint: Path, queries: Path, samples: int, sampler: str, steps: int, guidance: float,
@@ -208,8 +263,33 @@ def sample(checkpoint: Path, queries: Path, samples: int, sampler: str, steps: i
     click.echo(run.format())
 
 
+# -------------------------------------------------------------------------------------- report
+@cli.command("report")
+@click.argument("evaluations", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Folder for the tables, figures/, grids/ and index.html (created when missing).")
+@click.option("--format", "formats", default="md,latex,csv,html", show_default=True,
+              help="Comma-separated output formats: md, latex, csv, html (figures and grids are always written).")
+@click.option("--grid-rows", default=8, show_default=True, type=int, help="Queries per image grid.")
+@click.option("--grid-samples", default=4, show_default=True, type=int, help="Generations shown per query.")
+def report(evaluations: tuple[Path, ...], out: Path, formats: str, grid_rows: int, grid_samples: int) -> None:
+    """Tables, figures, image grids and a static HTML page from EVAL folders.
+
+    EVALUATIONS are folders written by `geoxai evaluate --out`, in the order of the table rows
+    (e.g. checkpoints after 7, 14 and 25 epochs); paired differences compare each with the first.
+    """
+    from geoxai.report import write_report
+
+    result = write_report(list(evaluations), out, formats=formats, grid_rows=grid_rows,
+                          grid_samples=grid_samples)
+    click.echo(result.format())
+
+
 def main() -> None:
     """Console-script entry point."""
+    from geoxai.weights import FORCE_VARIABLE
+
+    os.environ.setdefault(FORCE_VARIABLE, "1")  # library loads in this process read weights only
     cli(prog_name="geoxai")
 
 

@@ -60,14 +60,24 @@ def make_folder(path: str | Path, setting: str = "") -> Path:
     return path
 
 
-def writable_folder(path: str | Path, setting: str = "") -> Path:
-    """Create ``path`` if needed and prove it takes a small file; checked before long work starts.
+def writable_folder(path: str | Path, setting: str = "", create: bool = True) -> Path:
+    """Prove ``path`` takes a small file, before long work starts; returns the folder.
 
-    Returns the folder. Raises ``OutputError`` naming ``setting`` (e.g. ``--out``) and the cause.
+    With ``create=False`` a missing folder is not made: its nearest existing parent is probed
+    instead, so a command refused later leaves nothing behind. Raises ``OutputError`` naming
+    ``setting`` (e.g. ``--out``) and the cause.
     """
-    path = make_folder(path, setting)
+    path = Path(path)
+    if create:
+        probe_in = make_folder(path, setting)
+    else:
+        probe_in = path
+        while not probe_in.exists() and probe_in != probe_in.parent:
+            probe_in = probe_in.parent
+        if not probe_in.is_dir():
+            raise output_error(OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(probe_in)), path, setting)
     try:
-        fd, probe = tempfile.mkstemp(prefix=".geoxai-write-test.", dir=path)
+        fd, probe = tempfile.mkstemp(prefix=".geoxai-write-test.", dir=probe_in)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(b"\0" * _PROBE_BYTES)

@@ -28,7 +28,7 @@ import yaml
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, OutputError
 from geoxai.files import atomic_save_image, atomic_write_text
 
 RUN_FILE, MANIFEST_FILE, QUERIES_FILE, SAMPLES_FOLDER = "run.yaml", "manifest.csv", "queries.csv", "samples"
@@ -58,20 +58,17 @@ def plan_queries(query_paths: Sequence[str | Path], queries_root: str | Path) ->
 
     Ids are zero-padded indices, not file stems: VPR names are long and full of ``@``. They stay
     stable while the query folder does (the first N queries get the same ids whatever the limit).
-    UTM coordinates come from VPR-style names; other names get NaN.
+    UTM coordinates come from VPR-style names (``geoxai.data.vpr.name_utm``, the rule ``retrieve``
+    applies too); other names get NaN.
     """
-    from geoxai.data.vpr import parse_name
+    from geoxai.data.vpr import name_utm
 
     root = Path(os.path.abspath(queries_root))
     paths = sorted({Path(os.path.abspath(p if Path(p).is_absolute() else root / p)) for p in query_paths})
     width = max(6, len(str(len(paths) - 1)))
     items = []
     for index, path in enumerate(paths):
-        try:
-            name = parse_name(path)
-            east, north = name.utm_east, name.utm_north
-        except GeoxaiError:
-            east = north = math.nan
+        east, north = name_utm(path) or (math.nan, math.nan)
         items.append(QueryItem(f"q{index:0{width}d}", index, path, east, north))
     return items
 
@@ -150,6 +147,7 @@ class GenerationRun:
         self._plan_stat: tuple[int, int, int] | None = None
         self._lock = None
         self._session_images, self._session_started = 0, time.time()
+        self._settings_to_write: dict[str, Any] | None = None  # run.yaml update, written with the first image
 
     # ---------------------------------------------------------------------------- opening
     @classmethod
@@ -170,10 +168,9 @@ class GenerationRun:
                 raise GeoxaiError(f"{root} already holds a GenerationRun; use a new --out to start another")
             merged = {**existing, **settings, "format": existing.get("format", FORMAT),
                       "created": existing.get("created", _now())}
-            if merged != existing:
-                merged["updated"] = _now()
-                atomic_write_text(run_file, yaml.safe_dump(merged, sort_keys=False))
             run = cls(root, merged)
+            if merged != existing:  # only settings that do not change images differ: record them with new images
+                run._settings_to_write = {**merged, "updated": _now()}
             if not (root / MANIFEST_FILE).exists():  # killed between run.yaml and the first manifest
                 run._write_manifest({})
             run._load()
@@ -182,7 +179,9 @@ class GenerationRun:
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise GeoxaiError(f"{root} is not empty and is not a GenerationRun (no run.yaml); "
                               "choose a new or empty --out folder")
-        root.mkdir(parents=True, exist_ok=True)
+        from geoxai.files import make_folder
+
+        make_folder(root, "--out")
         full = {"format": FORMAT, **settings, "geoxai_version": geoxai.__version__, "created": _now()}
         atomic_write_text(run_file, yaml.safe_dump(full, sort_keys=False))
         run = cls(root, full)
@@ -242,6 +241,9 @@ class GenerationRun:
         """Write each image atomically, then rewrite the manifest once with every completed row."""
         rows: dict[Key, dict[str, Any]] = {}
         samples_per_query: dict[str, tuple[QueryItem, int]] = {}
+        if self._settings_to_write is not None:
+            atomic_write_text(self.root / RUN_FILE, yaml.safe_dump(self._settings_to_write, sort_keys=False))
+            self.settings, self._settings_to_write = self._settings_to_write, None
         for item, sample, seed, image in entries:
             info = PngInfo()
             for key, value in (("query_id", item.query_id), ("sample", sample), ("seed", seed),
@@ -398,8 +400,21 @@ class GenerationRun:
                             na_values={"utm_east": [""], "utm_north": [""]})
         return {row["query_id"]: row for row in frame.to_dict("records")}
 
+    def _plan_changes(self, items: Sequence[QueryItem], samples: int) -> bool:
+        """Whether ``items`` add queries or samples to the plan (checked without taking the lock)."""
+        if self._stat(self.root / QUERIES_FILE) != self._plan_stat:
+            self._plan = self._read_plan()
+        return any(item.query_id not in self._plan or self._plan[item.query_id]["samples"] < int(samples)
+                   or self._plan[item.query_id]["query_path"] != self._relative(item.query_path) for item in items)
+
     def _record_plan(self, items: Sequence[QueryItem], samples: int) -> None:
-        """Add queries (and sample counts) to ``queries.csv``; a query id that changed photo is an error."""
+        """Add queries (and sample counts) to ``queries.csv``; a query id that changed photo is an error.
+
+        An unchanged plan writes nothing (not even a lock file): resuming a finished run on a
+        read-only disk works.
+        """
+        if not self._plan_changes(items, samples):
+            return
         with self._locked():
             if self._stat(self.root / QUERIES_FILE) != self._plan_stat:
                 self._plan = self._read_plan()
@@ -470,7 +485,7 @@ class GenerationRun:
                 current, rows = self._reconciled()
                 if not _same_rows(current, rows):
                     self._write_manifest(rows)
-        except PermissionError:  # a read-only run: use the reconciled rows without writing them
+        except (PermissionError, OutputError):  # a read-only run: use the reconciled rows without writing them
             warnings.warn(f"{self.root / MANIFEST_FILE}: read-only, so it was not updated to match the "
                           "images on disk", stacklevel=3)
             self._rows = rows

@@ -83,7 +83,7 @@ def weights_only_loads() -> Iterator[None]:
         yield
     except Exception as exc:
         if refused_pickle(exc):
-            raise GeoxaiError(f"a weights file loaded by a library {_REFUSED} ({_reason(exc)})") from None
+            raise GeoxaiError(f"refused: a weights file loaded by a library {_REFUSED} ({_reason(exc)})") from None
         raise
     finally:
         if previous is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -161,13 +160,15 @@ def test_unreadable_image_is_skipped_and_listed(tmp_path):
     assert reopened.paths == cache.paths and reopened.skipped == cache.skipped
 
 
-def test_mixed_sizes_are_resized_with_one_warning(tmp_path):
-    paths = write_images(tmp_path / "a", 3, size=(20, 28)) + write_images(tmp_path / "b", 2, size=(32, 24))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        cache, _, _ = build(paths, tmp_path / "cache", batch_size=1)
-    assert len([w for w in caught if "centre-cropped" in str(w.message)]) == 1
-    assert cache.moments.shape == (5, 8, 4, 4)
+def test_mixed_sizes_are_resized_and_reshaping_is_said_once(tmp_path, capsys):
+    # SIZE 16: 12x10 images are scaled up; 40x12 ones keep 30% of their area after the square crop
+    paths = (write_images(tmp_path / "a", 3, size=(12, 10)) + write_images(tmp_path / "b", 2, size=(40, 12))
+             + write_images(tmp_path / "c", 2, size=(24, 20)))
+    cache, _, _ = build(paths, tmp_path / "cache", batch_size=1)
+    assert cache.moments.shape == (7, 8, 4, 4)
+    out = capsys.readouterr().out
+    assert out.count("were scaled up") == 1 and "5 of 7 training images are smaller than the 16 px" in out
+    assert out.count("lost more than half") == 1 and "2 of 7 training images" in out
 
 
 def test_dataset_items_and_flip_probability(tmp_path):

@@ -9,7 +9,7 @@ from diffusers import AutoencoderKL
 
 from geoxai.errors import GeoxaiError
 from geoxai.ldm.module import LatentDiffusion
-from geoxai.ldm.pipeline import DescriptorDiffusionPipeline, build_scheduler, check_steps
+from geoxai.ldm.pipeline import DescriptorDiffusionPipeline, build_scheduler, check_steps, set_timesteps
 from geoxai.report.grids import original_vs_generations_grid
 
 DIM, IMAGE = 8, 16  # descriptor dim; image side (VAE factor 2 -> 8x8 latents)
@@ -96,7 +96,7 @@ def test_schedulers_follow_the_compvis_discretisation():
     assert ddim.timesteps.tolist() == list(range(996, 0, -5))
     assert float(ddim.final_alpha_cumprod) == pytest.approx(float(ddim.alphas_cumprod[0]))
     dpm = build_scheduler("dpm++", COMPVIS)
-    dpm.set_timesteps(20)
+    set_timesteps(dpm, 20)
     assert dpm.config.algorithm_type == "dpmsolver++" and dpm.config.solver_order == 2
     assert int(dpm.timesteps[0]) == 999 and len(dpm.timesteps) == 20
     ddpm = build_scheduler("ddpm", COMPVIS)

@@ -10,7 +10,7 @@ import torch
 from geoxai.embedders.probe import FACTORS, OTHER_PLACE, REVISIT, held_out_places, run_probe
 from geoxai.errors import GeoxaiError
 
-SPEC = {"name": "cosplace", "backbone": "resnet18", "dim": 16, "weights": None, "image_size": 64}
+SPEC = {"name": "cosplace", "backbone": "resnet18", "dim": 16, "weights": "random", "image_size": 64}
 
 
 def _embedder():
@@ -85,7 +85,11 @@ def test_probe_command_prints_the_table(tmp_path):
 
     from geoxai.cli import cli
 
-    result = CliRunner().invoke(cli, ["probe", "--backbone", "resnet18", "--dim", "16", "--image-size", "64",
-                                      "--places", "2", "--size", "64", "--device", "cpu", "--out", str(tmp_path)])
+    options = ["probe", "--backbone", "resnet18", "--dim", "16", "--image-size", "64", "--places", "2",
+               "--size", "64", "--device", "cpu", "--out", str(tmp_path)]
+    refused = CliRunner().invoke(cli, options)  # no --weights: an untrained network is refused
+    assert refused.exit_code == 2 and "--weights random" in refused.output
+    result = CliRunner().invoke(cli, [*options, "--weights", "random"])
     assert result.exit_code == 0, result.output
     assert OTHER_PLACE in result.output and (tmp_path / "probe.csv").is_file()
+    assert "RANDOM weights" in result.output and pd.read_csv(tmp_path / "probe.csv")["random_weights"].all()

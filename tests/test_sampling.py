@@ -8,66 +8,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 from click.testing import CliRunner
-from diffusers import AutoencoderKL
 from PIL import Image
 
 from geoxai.cli import cli
-from geoxai.data.vpr import VPRName, format_name
-from geoxai.embedders.base import Embedder, resize_center_crop
 from geoxai.runs import GenerationRun
 
-DIM, IMAGE = 8, 16
-TINY_UNET = {"model_channels": 32, "channel_mult": [1, 2], "attention_resolutions": [1], "num_res_blocks": 1,
-             "num_heads": 2, "norm_num_groups": 8, "resblock_updown": False}
-
-
-class TinyEmbedder(Embedder):
-    """A fixed random projection of a 4x4 thumbnail: deterministic, instant, any dim."""
-
-    name = "tiny"
-
-    def __init__(self, dim: int = DIM, image_size: int = IMAGE, device: str = "cpu") -> None:
-        super().__init__()
-        self.dim, self.image_size = int(dim), int(image_size)
-        self.register_buffer("projection", torch.randn(48, self.dim, generator=torch.Generator().manual_seed(0)))
-
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        thumbs = F.adaptive_avg_pool2d(resize_center_crop(images.to(self.device), self.image_size), 4)
-        return F.normalize(thumbs.flatten(1) @ self.projection, dim=1)
-
-    def spec(self) -> dict:
-        return {"name": f"{__file__}:TinyEmbedder", "dim": self.dim, "image_size": self.image_size}
-
+from tiny_models import DIM, IMAGE, make_checkpoint, save_tiny_vae, write_queries
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def vae_folder(tmp_path_factory) -> Path:
-    torch.manual_seed(1)
-    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        block_out_channels=(8, 16), latent_channels=4, norm_num_groups=4, layers_per_block=1)
-    folder = tmp_path_factory.mktemp("vae")
-    vae.save_pretrained(folder)
-    return folder
-
-
-def make_checkpoint(path: Path, vae_folder: Path, embedder_dim: int = DIM, context_dim: int = DIM) -> Path:
-    """A Lightning-layout checkpoint of a randomly initialised tiny model (what `geoxai train` saves)."""
-    from geoxai.ldm.module import LatentDiffusion
-
-    torch.manual_seed(0)
-    config = {"stage": "ldm", "data": {"image_size": IMAGE},
-              "embedder": TinyEmbedder(embedder_dim).spec(), "autoencoder": {"path": str(vae_folder)},
-              "unet": TINY_UNET, "conditioning": {"mode": "crossattn"}, "optim": {"use_ema": False},
-              "diffusion": {"scale_by_std": False, "scale_factor": 0.5}}
-    model = LatentDiffusion(config, context_dim=context_dim)
-    torch.save({"state_dict": model.state_dict(),
-                "hyper_parameters": {"config": config, "context_dim": context_dim}}, path)
-    return path
+    return save_tiny_vae(tmp_path_factory.mktemp("vae"))
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +32,7 @@ def checkpoint(tmp_path_factory, vae_folder) -> Path:
 
 @pytest.fixture(scope="module")
 def queries(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("queries")
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        name = format_name(VPRName(utm_east=584000.0 + 30 * i, utm_north=4477000.0, zone_number="17", zone_letter="T"))
-        where = folder / ("sub" if i % 2 else "") / name
-        where.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (20 + 2 * i, 24, 3), dtype=np.uint8)).save(where.with_suffix(".png"))
-    return folder
+    return write_queries(tmp_path_factory.mktemp("queries"))
 
 
 def sample(*args: str):

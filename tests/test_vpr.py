@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from geoxai.data.images import ImageDataset, collate_images
 from geoxai.data.vpr import (
-    NAME_FIELDS, ImageDataset, VPRName, VPRTestSet, check_images, collate_images, format_name,
-    list_images, parse_name, radius_positives, read_train_set,
+    NAME_FIELDS, VPRName, VPRTestSet, check_images, format_name, list_images, parse_name, radius_positives,
+    read_train_set,
 )
 from geoxai.errors import GeoxaiError
 

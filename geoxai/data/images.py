@@ -1,16 +1,29 @@
-"""Reading images as RGB whatever their mode, with one clear error for files that cannot be read."""
+"""Reading images for models: RGB whatever the file's mode, one clear error for files that cannot be
+read, and a record of how much each image had to be reshaped to fit a model's square input.
+
+Models take a square input (CosPlace 512 px, the LDM 128 or 256 px): an image is resized so that its
+shorter side fits, then centre-cropped. A 16 x 16 thumbnail is then scaled up 32x and a 4000 x 300
+panorama keeps 7.5% of its width; both still give a descriptor, so ``ReshapeReport`` counts such
+images and says so once per run instead of letting them pass unnoticed.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision.transforms.v2 import functional as TF
 
-from geoxai.errors import UnreadableImageError
+from geoxai.errors import GeoxaiError, UnreadableImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+HEAVY_CROP = 0.5  # a centre crop that keeps less than half of the image is reported
 
 
 def load_rgb(path: str | Path) -> Image.Image:
@@ -47,3 +60,110 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
 def load_tensor(path: str | Path) -> torch.Tensor:
     """``load_rgb`` then ``to_tensor``."""
     return to_tensor(load_rgb(path))
+
+
+# --------------------------------------------------------------------------- square inputs
+def resize_center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize the shorter side to ``size`` (antialiased), then crop the centre ``size`` x ``size``.
+
+    Smaller images are scaled up, so any input yields a full crop. Images already at ``size`` x
+    ``size`` come back untouched, which lets a data loader apply this per image (to batch mixed
+    sizes) before a model applies it again.
+    """
+    if tuple(images.shape[-2:]) == (size, size):
+        return images
+    images = TF.resize(images, [size], antialias=True)
+    return TF.center_crop(images, [size, size])
+
+
+def kept_fraction(height: int, width: int) -> float:
+    """The share of an image's area that a square centre crop keeps (1 for a square image)."""
+    return min(height, width) / max(height, width)
+
+
+@dataclass
+class ReshapeReport:
+    """How many images had to be scaled up, or lost more than half their area, to fit a square input."""
+
+    size: int
+    images: int = 0
+    upscaled: int = 0
+    heavily_cropped: int = 0
+    upscaled_example: tuple[str, int, int] | None = None  # (path, height, width)
+    cropped_example: tuple[str, int, int] | None = None
+
+    def add(self, path: str | Path, height: int, width: int) -> None:
+        self.images += 1
+        if min(height, width) < self.size:
+            self.upscaled += 1
+            self.upscaled_example = self.upscaled_example or (str(path), height, width)
+        if kept_fraction(height, width) < HEAVY_CROP:
+            self.heavily_cropped += 1
+            self.cropped_example = self.cropped_example or (str(path), height, width)
+
+    def merge(self, other: ReshapeReport) -> None:
+        self.images += other.images
+        self.upscaled += other.upscaled
+        self.heavily_cropped += other.heavily_cropped
+        self.upscaled_example = self.upscaled_example or other.upscaled_example
+        self.cropped_example = self.cropped_example or other.cropped_example
+
+    def notices(self, what: str = "images") -> list[str]:
+        """One line per kind of reshaping that happened (none when every image fitted)."""
+        lines = []
+        if self.upscaled:
+            path, h, w = self.upscaled_example
+            lines.append(f"{self.upscaled} of {self.images} {what} are smaller than the {self.size} px input and "
+                         f"were scaled up (e.g. {Path(path).name}, {w}x{h}); their descriptors see blur, not detail")
+        if self.heavily_cropped:
+            path, h, w = self.cropped_example
+            lines.append(f"{self.heavily_cropped} of {self.images} {what} lost more than half of their area to the "
+                         f"square centre crop (e.g. {Path(path).name}, {w}x{h} keeps {100 * kept_fraction(h, w):.1f}%); "
+                         "split panoramas into views first")
+        return lines
+
+
+class ImageDataset(Dataset):
+    """Images as float tensors [3, H, W] in [0, 1], with their size on disk.
+
+    An unreadable file yields ``image=None`` and its error, so callers skip and count it.
+    """
+
+    def __init__(self, paths: Sequence[str | Path],
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            image = to_tensor(load_rgb(self.paths[index]))
+        except UnreadableImageError as exc:
+            return {"index": index, "image": None, "error": str(exc), "size": None}
+        size = (int(image.shape[-2]), int(image.shape[-1]))
+        if self.transform is not None:
+            image = self.transform(image)
+        return {"index": index, "image": image, "error": None, "size": size}
+
+
+def collate_images(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the readable items of a batch; unreadable ones go to ``skipped`` as (index, error).
+
+    ``sizes`` holds each readable item's (height, width) on disk, in the order of ``index``.
+    """
+    good = [item for item in batch if item["image"] is not None]
+    skipped = [(item["index"], item["error"]) for item in batch if item["image"] is None]
+    index = torch.tensor([item["index"] for item in good], dtype=torch.long)
+    sizes = [item.get("size") for item in good]
+    if not good:
+        return {"index": index, "image": None, "skipped": skipped, "sizes": sizes}
+    shapes = sorted({tuple(item["image"].shape) for item in good})
+    if len(shapes) > 1:
+        raise GeoxaiError(
+            f"images in one batch have different sizes {shapes[:3]}; set a resize / image size "
+            "(a transform or the embedder's image_size) so they can be stacked"
+        )
+    return {"index": index, "image": torch.stack([item["image"] for item in good]), "skipped": skipped,
+            "sizes": sizes}

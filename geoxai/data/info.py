@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from geoxai.data.vpr import (
     _map_files, _name_fields, _utm, check_images, images_list_file, list_images, radius_positives,
 )
+from geoxai.data.digests import Duplicates, find_duplicates
 from geoxai.errors import GeoxaiError
 
 PARTS = ("train", "database", "queries")
@@ -58,6 +59,7 @@ class DatasetInfo:
     queries: int | None = None  # queries considered for positives
     queries_without_positives: int | None = None
     positives_note: str | None = None  # why positives were not counted
+    duplicates: Duplicates | None = None  # byte-identical files within and across the folders
 
     @property
     def unreadable(self) -> list[tuple[Path, str]]:
@@ -78,6 +80,14 @@ class DatasetInfo:
                          f"{self.queries_without_positives} of {self.queries}")
         elif self.positives_note:
             lines.append(f"positives: {self.positives_note}")
+        if self.duplicates is not None:
+            lines.append(self.duplicates.format())
+            across = self.duplicates.across("queries", "database")
+            if across:
+                lines.append(f"  {len(across)} queries have a byte-identical copy in database/ (a perfect match that "
+                             f"inflates recall), e.g. {across[0].name}")
+            for group in self.duplicates.groups[:3]:
+                lines.append("  " + " == ".join(f"{name}/{path.name}" for name, path in group))
         check = "" if self.decoded else " (headers only; full decode check skipped)"
         lines.append(f"unreadable files: {len(self.unreadable)}{check}")
         lines.extend(f"  {path}: {reason}" for path, reason in self.unreadable)
@@ -187,4 +197,5 @@ def dataset_info(folder: str | Path, radius: float = 25.0, labels: bool = True, 
             result.queries_without_positives = sum(len(p) == 0 for p in positives)
     elif "database" in names or "queries" in names:
         result.positives_note = "not computed (a test set needs both database/ and queries/)"
+    result.duplicates = find_duplicates({name: list_images(path) for name, path in targets}, progress=progress)
     return result

@@ -20,10 +20,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import Dataset
 
-from geoxai.data.images import IMAGE_SUFFIXES, load_rgb, to_tensor
+from geoxai.data.images import IMAGE_SUFFIXES, load_rgb
 from geoxai.errors import GeoxaiError, UnreadableImageError
 
 NAME_FIELDS = (
@@ -67,7 +65,7 @@ def _name_fields(path: str | Path) -> list[str]:
 def _no_coordinates(path: str | Path) -> GeoxaiError:
     return GeoxaiError(
         f"{path}: name has no UTM coordinates (expected @east@north@...@.jpg); "
-        "use the no-labels mode (labels=False / --no-labels) for folders without coordinates"
+        "use the no-labels mode (--no-labels) for folders without coordinates"
     )
 
 
@@ -88,6 +86,18 @@ def _number(text: str, field: str, path: str | Path) -> float:
         return float(text)
     except ValueError:
         raise GeoxaiError(f"{path}: field {field} must be a number or empty (got {text!r})") from None
+
+
+def name_utm(path: str | Path) -> tuple[float, float] | None:
+    """(east, north) from a VPR file name, or None when the name carries no valid coordinates.
+
+    The one rule every command applies: ``retrieve`` refuses such names (unless ``--no-labels``),
+    ``sample`` leaves their UTM empty and says how many there were.
+    """
+    try:
+        return _utm(_name_fields(path), path)
+    except GeoxaiError:
+        return None
 
 
 def parse_name(path: str | Path) -> VPRName:
@@ -290,54 +300,12 @@ def read_train_set(folder: str | Path) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------- images
-def _reason(error: UnreadableImageError, path: str | Path) -> str:
-    """The error message without the leading ``<path>: ``."""
-    text, prefix = str(error), f"{path}: "
-    return text[len(prefix):] if text.startswith(prefix) else text
-
-
-class ImageDataset(Dataset):
-    """Images as float tensors [3, H, W] in [0, 1]; an unreadable file yields ``image=None`` and its error."""
-
-    def __init__(self, paths: Sequence[str | Path],
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
-        self.paths = [Path(p) for p in paths]
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        try:
-            image = to_tensor(load_rgb(self.paths[index]))
-        except UnreadableImageError as exc:
-            return {"index": index, "image": None, "error": str(exc)}
-        if self.transform is not None:
-            image = self.transform(image)
-        return {"index": index, "image": image, "error": None}
-
-
-def collate_images(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the readable items of a batch; unreadable ones go to ``skipped`` as (index, error)."""
-    good = [item for item in batch if item["image"] is not None]
-    skipped = [(item["index"], item["error"]) for item in batch if item["image"] is None]
-    index = torch.tensor([item["index"] for item in good], dtype=torch.long)
-    if not good:
-        return {"index": index, "image": None, "skipped": skipped}
-    shapes = sorted({tuple(item["image"].shape) for item in good})
-    if len(shapes) > 1:
-        raise GeoxaiError(
-            f"images in one batch have different sizes {shapes[:3]}; set a resize / image size "
-            "(a transform or the embedder's image_size) so they can be stacked"
-        )
-    return {"index": index, "image": torch.stack([item["image"] for item in good]), "skipped": skipped}
-
-
 def _decode_error(path: Path) -> str | None:
     try:
         load_rgb(path)
     except UnreadableImageError as exc:
-        return _reason(exc, path)
+        text, prefix = str(exc), f"{path}: "
+        return text[len(prefix):] if text.startswith(prefix) else text
     return None
 
 

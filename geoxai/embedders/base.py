@@ -12,21 +12,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.transforms.v2 import functional as TF
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def resize_center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize the shorter side to ``size`` (antialiased), then crop the centre ``size`` x ``size``.
-
-    Smaller images are scaled up, so any input yields a full crop. Images already at ``size`` x
-    ``size`` come back untouched, which lets a data loader apply this per image (to batch mixed
-    sizes) before ``embed`` applies it again.
-    """
-    images = TF.resize(images, [size], antialias=True)
-    return TF.center_crop(images, [size, size])
 
 
 class Embedder(nn.Module):

@@ -21,7 +21,8 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from geoxai.devices import resolve_device
-from geoxai.embedders.base import IMAGENET_MEAN, IMAGENET_STD, Embedder, resize_center_crop
+from geoxai.data.images import resize_center_crop
+from geoxai.embedders.base import IMAGENET_MEAN, IMAGENET_STD, Embedder
 from geoxai.embedders.layers import GeM, L2Norm
 from geoxai.errors import GeoxaiError, setting
 from geoxai.weights import check_state_dict, read_weights

@@ -35,6 +35,7 @@ class ProbeResult:
     seed: int = 0
     size: int = 128
     out: Path | None = None
+    random_weights: bool = False
 
     def cosine(self, change: str) -> float:
         return float(self.table.set_index("change").loc[change, "cosine"])
@@ -45,7 +46,9 @@ class ProbeResult:
         shown["top-1 same place"] = [
             "" if np.isnan(v) else f"{100 * v:.0f}%" for v in shown["top1_same_place"]]
         shown["cosine"] = shown["cosine"].map(lambda v: f"{v:.3f}")
-        lines = [
+        lines = ["WARNING: the embedder has RANDOM weights (seeded init): these cosines describe an untrained "
+                 "network, a baseline, not a VPR model"] if self.random_weights else []
+        lines += [
             f"factor probe: SynthCity seed {self.seed}, {len(self.places)} test places at {self.size} px, "
             f"embedder {self.spec}",
             shown[["change", "cosine", "95% CI", "top-1 same place"]].to_string(index=False),
@@ -100,13 +103,21 @@ def run_probe(spec: Mapping[str, Any] | Any, places: int = 50, seed: int = 0, si
     from geoxai.data.synthcity import SynthCity
     from geoxai.embedders import Embedder, from_spec
 
+    if out is not None:
+        from geoxai.files import writable_folder
+
+        writable_folder(out, "--out")  # before the work, not after it
+
     if isinstance(spec, Embedder):
         embedder = spec
         from geoxai.devices import resolve_device
 
         embedder.to(resolve_device(device))
     else:
+        from geoxai.retrieval import check_trained
+
         embedder = from_spec(spec, device=device)
+        check_trained(embedder, spec)
     city = SynthCity(seed=seed, size=size)
     chosen = held_out_places(city, places, test_fraction)
     changes = list(FACTORS) + [REVISIT]
@@ -130,14 +141,14 @@ def run_probe(spec: Mapping[str, Any] | Any, places: int = 50, seed: int = 0, si
     table = pd.DataFrame(rows)
 
     out_path = Path(out) if out is not None else None
+    table["random_weights"] = bool(embedder.random_weights)
     if out_path is not None:
         from geoxai.files import atomic_path
 
-        out_path.mkdir(parents=True, exist_ok=True)
         with atomic_path(out_path / "probe.csv") as tmp:
             table.to_csv(tmp, index=False)
     described = embedder.spec() if isinstance(spec, Embedder) else dict(spec)
-    return ProbeResult(table, described, chosen, seed, size, out_path)
+    return ProbeResult(table, described, chosen, seed, size, out_path, bool(embedder.random_weights))
 
 
 def _row(change: str, cosines: np.ndarray, top1: float, seed: int) -> dict[str, Any]:

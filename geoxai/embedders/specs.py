@@ -9,7 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from geoxai.errors import GeoxaiError
+
 SIDECAR = "embedder.yaml"
+SHIPPED_SPEC = "configs/embedder/specs/cosplace-resnet50-512-hub.yaml"  # the thesis' model, released weights
 
 
 def sidecar_path(weights: str | Path) -> Path:
@@ -32,8 +35,16 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     from geoxai.config import load_config
 
     path = Path(path)
+    if not path.is_file():
+        raise GeoxaiError(f"--embedder-config {path}: no such file; give the {SIDECAR} written beside trained "
+                          f"weights (e.g. runs/embedder/synthcity-resnet18/{SIDECAR}) or a spec such as "
+                          f"{SHIPPED_SPEC}")
     spec = load_config(path)
+    if "stage" in spec:
+        raise GeoxaiError(f"--embedder-config {path}: this is a training config (stage: {spec['stage']}), not an "
+                          f"embedder spec; after training, give the {SIDECAR} in its output_dir, or a spec such as "
+                          f"{SHIPPED_SPEC}")
     weights = spec.get("weights")
-    if weights not in (None, "hub") and not Path(str(weights)).is_absolute():
+    if weights not in (None, "hub", "random") and not Path(str(weights)).is_absolute():
         spec["weights"] = str(path.parent / str(weights))
     return spec

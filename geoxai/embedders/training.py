@@ -29,7 +29,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from geoxai.config import merge, save_config
-from geoxai.embedders.base import IMAGENET_MEAN, IMAGENET_STD, resize_center_crop
+from geoxai.data.images import resize_center_crop
+from geoxai.embedders.base import IMAGENET_MEAN, IMAGENET_STD
 from geoxai.embedders.cosface import CosFaceHead
 from geoxai.embedders.cosgroups import CosGroup, build_groups, describe_groups
 from geoxai.errors import GeoxaiError, UnreadableImageError
@@ -89,6 +90,11 @@ def training_config(config: dict[str, Any]) -> dict[str, Any]:
         raise GeoxaiError(f"embedder config: eval.dataset_dir={eval_dir!r} is not a VPR test set (a folder with "
                           "database/ and queries/); fix it or set eval.dataset_dir: null (checked before training "
                           "so that a finished run never fails at its last step)")
+    from geoxai.embedders.cosplace import backbone_name
+    from geoxai.errors import settings_from
+
+    with settings_from("model"):
+        cfg["model"]["backbone"] = backbone_name(cfg["model"]["backbone"])
     if cfg["model"]["pretrained"] not in (None, "imagenet"):
         raise GeoxaiError(f"embedder config: model.pretrained={cfg['model']['pretrained']!r}; use null or imagenet")
     if cfg["augment"]["on"] not in ("loader", "device"):
@@ -118,8 +124,10 @@ def imagenet_weights_file(backbone: str) -> Path:
 def build_network(model: dict[str, Any]) -> nn.Module:
     """A ``CosPlaceNet`` (random or ImageNet init) with CosPlace's layer freezing applied."""
     from geoxai.embedders.cosplace import CosPlaceNet, backbone_name
+    from geoxai.errors import settings_from
 
-    name = backbone_name(model["backbone"])
+    with settings_from("model"):
+        name = backbone_name(model["backbone"])
     if model["pretrained"] == "imagenet":  # read here with weights_only=True, never by torchvision's loader
         from geoxai.weights import read_weights
 

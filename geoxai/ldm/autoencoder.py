@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import re
 import socket
 from pathlib import Path
@@ -84,9 +83,17 @@ def _from_folder(path: Path) -> AutoencoderKL:
     if not (folder / "config.json").is_file():
         raise GeoxaiError(f"autoencoder.path {path}: no config.json (nor vae/config.json); "
                           "expected an AutoencoderKL.save_pretrained folder")
+    # safetensors when the folder has them; a .bin is read by diffusers with weights_only=True
+    use_safetensors = any(folder.glob("*.safetensors"))
     try:
-        return AutoencoderKL.from_pretrained(folder, local_files_only=True)
+        return AutoencoderKL.from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors)
     except (OSError, ValueError, RuntimeError) as exc:
+        from geoxai.weights import refused_pickle
+
+        if refused_pickle(exc) or "Weights only load failed" in str(exc):
+            raise GeoxaiError(f"autoencoder.path {folder}: refused: its weights file holds Python objects besides "
+                              "tensors, which geoxai never unpickles (unpickling can run code); re-save it with "
+                              "save_pretrained (safetensors)") from None
         raise GeoxaiError(f"autoencoder.path {folder}: not a loadable AutoencoderKL folder "
                           f"({_first_line(exc)})") from None
 
@@ -103,7 +110,8 @@ def _from_single_file(path: Path, config: str | None) -> AutoencoderKL:
             if not (config_dir / "config.json").is_file():
                 raise GeoxaiError(f"autoencoder.config {config}: no config.json there; give a diffusers "
                                   "AutoencoderKL folder (or leave it empty to read the config off the file)")
-            return AutoencoderKL.from_single_file(str(path), config=str(config_dir), local_files_only=True)
+            return AutoencoderKL.from_single_file(_read_state_dict(path), config=str(config_dir),
+                                                  local_files_only=True)
         state = _read_state_dict(path)
         return AutoencoderKL.from_single_file(state, original_config=compvis_config_from_state_dict(state, path))
     except GeoxaiError:
@@ -114,20 +122,21 @@ def _from_single_file(path: Path, config: str | None) -> AutoencoderKL:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
+    from geoxai.weights import read_weights
 
-        return load_file(str(path))
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+        state = read_weights(path, "autoencoder.path")
+    except GeoxaiError as exc:
+        if "refused" not in str(exc):
+            raise
         # Old Lightning checkpoints may pickle configs or other objects beside the tensors; they are
         # not unpickled (that would run code from the file), the user converts a trusted file once.
         raise GeoxaiError(
-            f"autoencoder.path {path}: holds Python objects besides tensors, which are not unpickled; if you "
-            "trust the file, convert it once: python -c \"import torch; from safetensors.torch import save_file; "
-            f"save_file(torch.load('{path}', weights_only=False)['state_dict'], '{path.with_suffix('.safetensors')}')\" "
-            "and point autoencoder.path at the .safetensors file") from None
+            f"{exc}; if you trust the file, convert it once: python -c \"import torch; from safetensors.torch "
+            f"import save_file; save_file(torch.load('{path}', weights_only=False)['state_dict'], "
+            f"'{path.with_suffix('.safetensors')}')\" and point autoencoder.path at the .safetensors file") from None
+    if not isinstance(state, dict):
+        raise GeoxaiError(f"autoencoder.path {path}: holds no state dict of tensors")
     return state.get("state_dict", state)
 
 

@@ -180,8 +180,7 @@ def _images(folders: list[str]) -> list[Path]:
 def _loader(paths: list[Path], image_size: int, transform: Any, batch_size: int, workers: int, shuffle: bool):
     from torch.utils.data import DataLoader
 
-    from geoxai.data.vpr import ImageDataset, collate_images
-    from geoxai.embedders.base import resize_center_crop
+    from geoxai.data.images import ImageDataset, collate_images, resize_center_crop
 
     def prepare(image: torch.Tensor) -> torch.Tensor:
         image = resize_center_crop(image, image_size)

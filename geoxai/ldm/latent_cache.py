@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import time
-import warnings
+import functools
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from geoxai.data.vpr import ImageDataset, collate_images
+from geoxai.data.images import ImageDataset, ReshapeReport, collate_images, resize_center_crop
 from geoxai.devices import autocast, resolve_device
 from geoxai.errors import GeoxaiError
 from geoxai.files import atomic_write_text
@@ -75,34 +75,6 @@ def cache_key(files: Sequence[tuple[str, int, int]], *, autoencoder_id: str, emb
     for relative, size, mtime_ns in files:
         digest.update(f"\n{relative}\t{size}\t{mtime_ns}".encode())
     return digest.hexdigest()
-
-
-# ------------------------------------------------------------------------------------ loading
-class _ResizedImages(ImageDataset):
-    """``ImageDataset`` resized (shorter side) and centre-cropped to a square, remembering the input size."""
-
-    def __init__(self, paths: Sequence[Path], image_size: int) -> None:
-        super().__init__(paths)
-        self.image_size = image_size
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        from torchvision.transforms.v2 import functional as F
-
-        item = super().__getitem__(index)
-        if item["image"] is not None:
-            image = item["image"]
-            item["size"] = tuple(image.shape[-2:])
-            if item["size"] != (self.image_size, self.image_size):
-                image = F.resize(image, [self.image_size], antialias=True)
-                image = F.center_crop(image, [self.image_size, self.image_size])
-            item["image"] = image
-        return item
-
-
-def _collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    out = collate_images(batch)
-    out["sizes"] = sorted({item["size"] for item in batch if item["image"] is not None})
-    return out
 
 
 # ------------------------------------------------------------------------------------ building
@@ -203,21 +175,19 @@ def _fill(partial: Path, key: str, parts: dict[str, Any], image_root: Path,
     paths = [image_root / relative for relative, _, _ in files]
     if num_workers is None:
         num_workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
-    loader = DataLoader(_ResizedImages(paths[done:], image_size), batch_size=batch_size,
-                        num_workers=num_workers, collate_fn=_collate, pin_memory=device.type == "cuda")
-    start, warned = done, False  # loader indices count from ``start``
+    dataset = ImageDataset(paths[done:], transform=functools.partial(resize_center_crop, size=image_size))
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_images,
+                        pin_memory=device.type == "cuda")
+    start = done  # loader indices count from ``start``
+    reshaped = ReshapeReport(image_size)
     with tqdm(total=len(paths), initial=done, desc="latent cache", unit="img", disable=not progress,
               dynamic_ncols=True) as bar:
         for batch in loader:
             before = done
             state["skipped"] += [[start + index, error] for index, error in batch["skipped"]]
             if batch["image"] is not None:
-                if not warned and any(size != (image_size, image_size) for size in batch["sizes"]):
-                    h, w = next(s for s in batch["sizes"] if s != (image_size, image_size))
-                    warnings.warn(f"latent cache: images are resized (shorter side) and centre-cropped "
-                                  f"to {image_size}x{image_size} (e.g. {w}x{h} under {image_root})",
-                                  stacklevel=3)
-                    warned = True
+                for index, (h, w) in zip(batch["index"].tolist(), batch["sizes"]):
+                    reshaped.add(paths[start + index], h, w)
                 images = batch["image"].to(device, non_blocking=True)
                 outputs = _encode(images, encode_moments, embed, flip, device)
                 if not arrays:
@@ -238,6 +208,8 @@ def _fill(partial: Path, key: str, parts: dict[str, Any], image_root: Path,
             atomic_write_text(partial / "progress.json", json.dumps(state))
             bar.update(done - before)
     del arrays  # close the memory maps before compacting and renaming
+    for notice in reshaped.notices("training images"):
+        print(f"latent cache: {notice}", flush=True)
     _finish(partial, key, parts, files, image_root, state, time.time() - started)
 
 

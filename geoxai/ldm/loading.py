@@ -12,7 +12,7 @@ import copy
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from geoxai.config import read_yaml

@@ -27,6 +27,7 @@ generated in, nor on the device the noise was drawn for.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -65,6 +66,15 @@ def build_scheduler(sampler: str, noise_scheduler_config: dict[str, Any]) -> Sch
     return cls.from_config({**schedule, **options})
 
 
+def set_timesteps(scheduler: SchedulerMixin, steps: int, device: str | torch.device | None = None) -> None:
+    """``scheduler.set_timesteps``, without numpy 2's notice about ``torch.Tensor.__array__`` that
+    DPM-Solver's ``np.array(tensor)`` triggers in every call (harmless: the array is copied)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword",
+                                category=DeprecationWarning)
+        scheduler.set_timesteps(steps, device=device)
+
+
 def check_steps(scheduler: SchedulerMixin, steps: int, sampler: str = "") -> None:
     """Refuse step counts the scheduler cannot discretise (a one-line error, not an IndexError)."""
     train_steps = scheduler.config.num_train_timesteps
@@ -72,7 +82,7 @@ def check_steps(scheduler: SchedulerMixin, steps: int, sampler: str = "") -> Non
         raise GeoxaiError(f"--steps {steps}: must be at least 1")
     if steps > train_steps:
         raise GeoxaiError(f"--steps {steps}: at most {train_steps} (the training timesteps)")
-    scheduler.set_timesteps(steps)
+    set_timesteps(scheduler, steps)
     if int(scheduler.timesteps.max()) >= train_steps:  # DDIM's CompVis offset at steps = train_steps
         raise GeoxaiError(f"--steps {steps}: too many for --sampler {sampler or 'this sampler'} "
                           f"(its spacing overshoots t={train_steps - 1}); use fewer steps or ddpm")
@@ -177,7 +187,7 @@ class DescriptorDiffusionPipeline:
         batch = descriptors.shape[0]
         generators = _generators(generator, batch)
 
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        set_timesteps(self.scheduler, num_inference_steps, device=device)
         latents = initial_noise((batch, *self.latent_shape), generators, device)
         latents = latents * self.scheduler.init_noise_sigma
         if device.type == "cuda":

@@ -9,6 +9,7 @@ call is full; each batch is saved as soon as it is generated.
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,43 +63,75 @@ def _section(config: dict[str, Any], key: str, checkpoint: Path) -> Any:
     return config[key]
 
 
-def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, samples: int = 4,
-               sampler: str = "dpm++", steps: int = 20, guidance: float = 1.0, seed: int = 0,
-               batch_size: int = 16, limit: int | None = None, device: str = "auto",
-               progress: bool = True) -> GenerationRun:
-    """Generate ``samples`` images per query image under ``queries`` into the GenerationRun ``out``.
+def frozen_models(components: Any, checkpoint: Path) -> tuple[Any, Any]:
+    """The embedder and autoencoder a checkpoint was trained with, checked against its stored identities.
 
-    Resumes an existing run with the same settings (only missing images are generated); a run with
-    other settings is an error. Unreadable queries are skipped, counted and reported on stderr.
-    Returns the finalised ``geoxai.runs.GenerationRun``.
+    Stored paths are absolute (training resolves them); a file that has moved, or been replaced at
+    the same path, is one clear line naming the setting of the checkpoint's training config.
     """
-    from geoxai.data.vpr import list_images
-    from geoxai.devices import resolve_device
     from geoxai.embedders import from_spec
-    from geoxai.ldm.autoencoder import load_autoencoder
-    from geoxai.ldm.loading import load_components
-    from geoxai.ldm.pipeline import DescriptorDiffusionPipeline, build_scheduler, check_steps
-    from geoxai.retrieval import compute_descriptors
-    from geoxai.runs import GenerationRun, plan_queries
+    from geoxai.errors import settings_from
+    from geoxai.ldm.autoencoder import autoencoder_identity, load_autoencoder
+    from geoxai.ldm.training import check_identities
 
-    checkpoint, queries = Path(checkpoint).resolve(), Path(queries).resolve()
-    _check_options(checkpoint, samples, steps, batch_size, limit)
-    torch_device = resolve_device(device)
-    items = plan_queries(list_images(queries), queries)[:limit]
-
-    components = load_components(checkpoint, map_location="cpu")
     config = components.config
     embedder_spec = _section(config, "embedder", checkpoint)
     autoencoder_spec = _section(config, "autoencoder", checkpoint)
-    image_size = int(_section(config, "data", checkpoint)["image_size"])
-    check_steps(build_scheduler(sampler, components.noise_scheduler_config), steps, sampler)
-    embedder = from_spec(embedder_spec)
+    source = f"--checkpoint {checkpoint} (its training config)"
+    weights = embedder_spec.get("weights")
+    if weights not in (None, "hub", "random") and not Path(str(weights)).is_file():
+        raise GeoxaiError(f"{source}: embedder.weights {weights} no longer exists; put the file back there (its "
+                          "identity is checked), or sample from an export of the checkpoint made where it exists")
+    with settings_from("embedder", source):
+        embedder = from_spec(embedder_spec)
     if embedder.dim != components.context_dim:
         raise GeoxaiError(
             f"--checkpoint {checkpoint}: the embedder of its config gives {embedder.dim}-d descriptors "
             f"but the model is conditioned on {components.context_dim}-d descriptors; use the "
             "checkpoint together with the embedder it was trained with"
         )
+    with settings_from("autoencoder", source):
+        vae = load_autoencoder(autoencoder_spec)
+    check_identities(components.identities, {"embedder": embedder.identity(), "autoencoder": autoencoder_identity(vae)},
+                     f"--checkpoint {checkpoint}")
+    return embedder, vae
+
+
+def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, samples: int = 4,
+               sampler: str = "dpm++", steps: int = 20, guidance: float = 1.0, seed: int = 0,
+               batch_size: int = 16, limit: int | None = None, device: str = "auto",
+               progress: bool = True) -> GenerationRun:
+    """Generate ``samples`` images per query image under ``queries`` into the GenerationRun ``out``.
+
+    Resumes an existing run with the same settings (only missing images are generated; a finished
+    run is not written to at all); a run with other settings is an error. Unreadable queries are
+    skipped, counted and reported on stderr, as are queries without UTM coordinates in their names
+    and queries that had to be scaled up or mostly cropped for the embedder.
+    Returns the finalised ``geoxai.runs.GenerationRun``.
+    """
+    from geoxai.data.vpr import list_images
+    from geoxai.devices import resolve_device
+    from geoxai.embedders.descriptors import embed_files
+    from geoxai.files import writable_folder
+    from geoxai.ldm.loading import load_components
+    from geoxai.ldm.pipeline import DescriptorDiffusionPipeline, build_scheduler, check_steps
+    from geoxai.runs import RUN_FILE, GenerationRun, plan_queries
+
+    checkpoint, queries, out = Path(checkpoint).resolve(), Path(queries).resolve(), Path(out)
+    _check_options(checkpoint, samples, steps, batch_size, limit)
+    if out.exists() and not out.is_dir():
+        raise GeoxaiError(f"--out {out}: is a file; give a folder for the GenerationRun")
+    if not (out / RUN_FILE).is_file():
+        writable_folder(out, "--out", create=False)  # a new run: prove it can be written before any work
+    torch_device = resolve_device(device)
+    items = plan_queries(list_images(queries), queries)[:limit]
+    without_utm = [item for item in items if math.isnan(item.utm_east)]
+
+    components = load_components(checkpoint, map_location="cpu")
+    config = components.config
+    image_size = int(_section(config, "data", checkpoint)["image_size"])
+    check_steps(build_scheduler(sampler, components.noise_scheduler_config), steps, sampler)
+    embedder, vae = frozen_models(components, checkpoint)
 
     settings = {
         "generator": "geoxai.ldm",
@@ -106,22 +139,24 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
         "checkpoint_sha256": checkpoint_identity(checkpoint),
         "sampler": sampler, "steps": int(steps), "guidance": float(guidance), "seed": int(seed),
         "samples": int(samples),
-        "embedder": dict(embedder_spec), "autoencoder": dict(autoencoder_spec),
+        "embedder": dict(config["embedder"]), "autoencoder": dict(config["autoencoder"]),
+        "identities": dict(components.identities),
         "queries": str(queries), "image_size": image_size,
     }
-    vae = load_autoencoder(autoencoder_spec)  # before the run exists: a bad path writes nothing
     run = GenerationRun.create(out, settings, resume=True)
     todo = run.pending(items, samples)
     skipped: list[tuple[Path, str]] = []
     if todo:
+        writable_folder(out, "--out")
         position = {item.query_id: i for i, item in enumerate(items)}
         wanted = [items[i] for i in sorted({position[item.query_id] for item, _, _ in todo})]
-        array, skipped = compute_descriptors(embedder, [item.query_path for item in wanted], batch_size=batch_size,
-                                             device=torch_device, progress=progress, desc="embedding queries")
+        found = embed_files(embedder, [item.query_path for item in wanted], batch_size=batch_size,
+                            device=torch_device, progress=progress, desc="embedding queries")
         embedder.cpu()
-        descriptors = {item.query_id: torch.from_numpy(row) for item, row in zip(wanted, array)
+        skipped = found.skipped
+        descriptors = {item.query_id: torch.from_numpy(row) for item, row in zip(wanted, found.array)
                        if not np.isnan(row).any()}
-        _report_skipped(skipped)
+        _notify(skipped, without_utm, found.reshaped.notices("queries"))
         todo = [entry for entry in todo if entry[0].query_id in descriptors]
 
         pipeline = DescriptorDiffusionPipeline.from_components(components, vae, sampler=sampler,
@@ -142,8 +177,14 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
     return run
 
 
-def _report_skipped(skipped: list[tuple[Path, str]]) -> None:
+def _notify(skipped: list[tuple[Path, str]], without_utm: list[Any], reshaped: list[str]) -> None:
+    """Say on stderr, once per run, what was skipped or will not be scorable (never silently)."""
+    lines = []
     if skipped:
-        first = skipped[0][1]
-        print(f"warning: skipped {len(skipped)} unreadable query image(s), first: {first}",
-              file=sys.stderr)
+        lines.append(f"skipped {len(skipped)} unreadable query image(s), first: {skipped[0][1]}")
+    if without_utm:
+        lines.append(f"{len(without_utm)} query name(s) carry no UTM coordinates (e.g. {without_utm[0].query_path.name}): "
+                     "their manifest rows have empty utm_east/utm_north, so recall cannot be scored for them")
+    lines += reshaped
+    for line in lines:
+        print(f"notice: {line}", file=sys.stderr)

@@ -92,12 +92,18 @@ def check_paths(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def absolute_paths(config: dict[str, Any]) -> dict[str, Any]:
-    """The config with the embedder weights and autoencoder paths made absolute.
+    """The config with every path (data, output, embedder weights, autoencoder) made absolute.
 
     The config is stored in every checkpoint; absolute paths make a checkpoint usable from any
     working directory (and the stored identities catch a file replaced at the same path).
     """
     config = copy.deepcopy(config)
+    data = config["data"]
+    data["train_dirs"] = [str(Path(folder).resolve()) for folder in data["train_dirs"]]
+    for key in ("val_queries", "cache_dir"):
+        if data[key]:
+            data[key] = str(Path(data[key]).resolve())
+    config["output_dir"] = str(Path(config["output_dir"]).resolve())
     weights = config["embedder"].get("weights")
     if weights not in (None, "hub", "random") and Path(str(weights)).exists():
         config["embedder"]["weights"] = str(Path(str(weights)).resolve())
@@ -143,7 +149,7 @@ def training_images(train_dirs: list[str]) -> list[Path]:
 def preview_originals(paths: list[Path], count: int, image_size: int) -> tuple[torch.Tensor, list[Path]]:
     """``count`` readable images spread evenly over ``paths``, resized and centre-cropped."""
     from geoxai.data.images import load_tensor
-    from geoxai.embedders.base import resize_center_crop
+    from geoxai.data.images import resize_center_crop
 
     if count <= 0 or not paths:
         return torch.zeros(0, 3, image_size, image_size), []
