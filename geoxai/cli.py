@@ -44,6 +44,25 @@ def cli() -> None:
     """Explain visual place recognition descriptors with generative models."""
 
 
+def format_run(run: Any) -> str:
+    """A one-paragraph summary of a GenerationRun for the terminal."""
+    done = run.progress()
+    text = (f"GenerationRun {run.root}: {done['images']} images of {done['queries']} queries "
+            f"(up to {done['samples']} samples per query)")
+    if done["planned"] > done["images"]:
+        text += f", {done['planned'] - done['images']} planned images still missing (re-run to resume)"
+    what = [f"{key} {run.settings[key]}" for key in ("kind", "sampler", "steps", "guidance", "seed") if key in run.settings]
+    if what:
+        text += f"; {', '.join(what)}"
+    if done["updated"]:
+        text += f"; created {run.settings.get('created', '?')}, last written {done['updated']}"
+    if done["session_images"]:
+        seconds = done["session_seconds"]
+        text += (f"; this session wrote {done['session_images']} images in {seconds:.0f} s "
+                 f"({done['session_images'] / max(seconds, 1e-9):.2f} images/s)")
+    return text + "."
+
+
 # --------------------------------------------------------------------------------------- data
 @cli.group(cls=_Group)
 def data() -> None:
@@ -58,15 +77,18 @@ def data() -> None:
 @click.option("--size", default=128, show_default=True, type=int, help="Image side in pixels.")
 @click.option("--seed", default=0, show_default=True, type=int, help="World seed.")
 @click.option("--test-fraction", default=0.3, show_default=True, type=float,
-              help="Share of places held out for database/ and queries/ (the rest go to train/).")
+              help="Share of places held out as test places: database/ and queries/.")
+@click.option("--val-fraction", default=0.1, show_default=True, type=float,
+              help="Share of the remaining places held out as validation places: val/database/ and val/queries/ "
+                   "(the rest go to train/). Choices are tuned on them, never on test places.")
 @click.option("--overwrite", is_flag=True, help="Replace a different world already in --out.")
 def data_synthcity(out: Path, places: int, visits: int, size: int, seed: int, test_fraction: float,
-                   overwrite: bool) -> None:
+                   val_fraction: float, overwrite: bool) -> None:
     """Render a SynthCity world in VPR format, with label maps and a factor table."""
     from geoxai.data.synthcity_world import write_world
 
-    summary = write_world(out, places=places, visits=visits, size=size, seed=seed,
-                          test_fraction=test_fraction, overwrite=overwrite, progress=True)
+    summary = write_world(out, places=places, visits=visits, size=size, seed=seed, test_fraction=test_fraction,
+                          val_fraction=val_fraction, overwrite=overwrite, progress=True)
     click.echo(summary.format())
 
 
@@ -87,7 +109,7 @@ def data_synthcity_run(world: Path, kind: str, samples: int, out: Path, seed: in
     from geoxai.data.reference_runs import write_reference_run
 
     run = write_reference_run(world, kind, samples, out, seed=seed, limit=limit, progress=True)
-    click.echo(run.format())
+    click.echo(format_run(run))
 
 
 @data.command("info")
@@ -260,7 +282,62 @@ def sample(checkpoint: Path, queries: Path, samples: int, sampler: str, steps: i
     run = sample_run(checkpoint, queries, out, samples=samples, sampler=sampler, steps=steps,
                      guidance=guidance, seed=seed, batch_size=batch_size, limit=limit,
                      device=device, progress=True)
-    click.echo(run.format())
+    click.echo(format_run(run))
+
+
+# ----------------------------------------------------------------------------------- evaluation
+@cli.command("evaluate")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--plugins", required=True,
+              help="Comma-separated plugins: registered names (see `geoxai plugins`), module:Class or file.py:Class.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="EVAL folder for records.parquet, summary.csv, results.json, errors.csv (resumed if it exists).")
+@click.option("--database", type=click.Path(path_type=Path), default=None,
+              help="Database images with UTM names (a folder, or a test set with database/): retrieval and "
+                   "the reference pairing (another real photo of each place). [default: none]")
+@embedder_options
+@batch_size_option(32, "Images")
+@device_option
+@click.option("--devices", default=1, show_default=True, type=int,
+              help="Processes (one per GPU) that share the artifact computation (torch.distributed).")
+@click.option("--num-nodes", default=1, show_default=True, type=int,
+              help="Nodes, each running this command under a cluster launcher (SLURM, torchrun).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the shuffled pairing and of the bootstrap.")
+@click.option("--radius", default=25.0, show_default=True, type=float, help="Same-place radius in metres.")
+@click.option("--label", default=None, help="Name of this evaluation in reports. [default: the --out folder's name]")
+def evaluate(run: Path, plugins: str, out: Path, database: Path | None, embedder: str, embedder_config: Path | None,
+             backbone: str | None, dim: int | None, weights: str | None, image_size: int | None, batch_size: int,
+             device: str, devices: int, num_nodes: int, seed: int, radius: float, label: str | None) -> None:
+    """Score a GenerationRun with plugins; every metric beside its shuffled (chance) and reference baselines.
+
+    RUN is a GenerationRun folder (`geoxai sample`, `geoxai data synthcity-run`, or any generator's).
+    The embedder defaults to the one the run's generations were conditioned on; embedder options
+    replace it (e.g. to ask whether another VPR model re-identifies the place). Exit status 1 when a
+    plugin failed (its traceback is in errors.csv; the others finished).
+    """
+    from geoxai.evaluation.runner import evaluate as run_evaluation
+    from geoxai.evaluation.runner import exit_status
+
+    options_given = embedder_config is not None or any(v is not None for v in (backbone, dim, weights, image_size)) \
+        or embedder != "cosplace"
+    spec = embedder_spec(embedder, embedder_config, backbone=backbone, dim=dim, weights=weights,
+                         image_size=image_size) if options_given else None
+    result = run_evaluation(run, plugins, out, database=database, embedder_spec=spec, batch_size=batch_size,
+                            device=device, devices=devices, num_nodes=num_nodes, seed=seed, radius=radius,
+                            progress=True, label=label)
+    click.echo(result.format())
+    status = exit_status(result)
+    if status:
+        click.echo(f"error: plugin(s) failed: {', '.join(result.failed)}; see {result.out / 'errors.csv'}", err=True)
+        sys.exit(status)
+
+
+@cli.command("plugins")
+def plugins_command() -> None:
+    """List the installed evaluation plugins: version, description, artifacts needed, metrics."""
+    from geoxai.evaluation.discovery import describe_plugins
+
+    click.echo(describe_plugins())
 
 
 # -------------------------------------------------------------------------------------- report

@@ -22,9 +22,26 @@ SEGMENTERS = "geoxai.segmenters"
 PLUGINS = "geoxai.plugins"
 
 
+def _distribution(entry_point: Any) -> str:
+    dist = getattr(entry_point, "dist", None)
+    return f"{dist.name} {dist.version}" if dist is not None else "an unknown package"
+
+
 def registered(group: str) -> dict[str, Any]:
-    """Entry points of ``group`` by name (not loaded)."""
-    return {ep.name: ep for ep in entry_points(group=group)}
+    """Entry points of ``group`` by name (not loaded).
+
+    A name registered by two packages with different targets is an error naming both (the same
+    target found twice, e.g. an editable and a regular install of one package, is one entry).
+    """
+    found: dict[str, Any] = {}
+    for entry_point in entry_points(group=group):
+        other = found.get(entry_point.name)
+        if other is not None and other.value != entry_point.value:
+            raise GeoxaiError(f"{group}: {entry_point.name!r} is registered twice, by {_distribution(other)} "
+                              f"({other.value}) and by {_distribution(entry_point)} ({entry_point.value}); "
+                              "uninstall one of them or rename its entry point")
+        found.setdefault(entry_point.name, entry_point)
+    return found
 
 
 def names(group: str) -> list[str]:

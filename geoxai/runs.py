@@ -12,6 +12,7 @@ run by hand; docs/generation-run.md describes the format.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -148,6 +149,7 @@ class GenerationRun:
         self._lock = None
         self._session_images, self._session_started = 0, time.time()
         self._settings_to_write: dict[str, Any] | None = None  # run.yaml update, written with the first image
+        self.missing: list[str] = []  # listed images that did not exist when the run was opened
 
     # ---------------------------------------------------------------------------- opening
     @classmethod
@@ -189,23 +191,51 @@ class GenerationRun:
         return run
 
     @classmethod
-    def open(cls, root: str | Path) -> GenerationRun:
-        """Read a run (geoxai's or any generator's); a geoxai run's manifest is reconciled with its images."""
+    def open(cls, root: str | Path, missing: str = "error") -> GenerationRun:
+        """Read a run (geoxai's or any generator's) without writing anything to it.
+
+        A geoxai run's manifest is reconciled with its plan and images in memory (rows whose image
+        is gone are dropped, with a warning). For a hand-written run, listed images that do not
+        exist are an error, or with ``missing="skip"`` dropped and listed in ``run.missing``.
+        """
         root = Path(root)
-        missing = [name for name in (RUN_FILE, MANIFEST_FILE) if not (root / name).is_file()]
-        if missing:
-            raise GeoxaiError(f"not a GenerationRun: {root} (no {' or '.join(missing)}); give the folder "
+        if not root.is_dir():
+            raise GeoxaiError(f"{root}: no such GenerationRun folder; give the folder written by `geoxai sample --out` "
+                              "or `geoxai data synthcity-run --out`")
+        absent_files = [name for name in (RUN_FILE, MANIFEST_FILE) if not (root / name).is_file()]
+        if absent_files:
+            raise GeoxaiError(f"not a GenerationRun: {root} (no {' or '.join(absent_files)}); give the folder "
                               "written by `geoxai sample --out` (format: docs/generation-run.md)")
         run = cls(root, _read_yaml(root / RUN_FILE))
         run._load()
         if run._plan:
-            run._reconcile()
-        else:
-            absent = [row["image_path"] for row in run._rows.values() if not (root / row["image_path"]).is_file()]
-            if absent:
-                raise GeoxaiError(f"{root / MANIFEST_FILE}: {len(absent)} listed image(s) do not exist, first "
-                                  f"{absent[0]}; write them or remove their rows")
+            current, rows = run._reconciled()
+            dropped = sorted(set(current) - set(rows))
+            run._rows = rows
+            run.missing = [str(run.resolve(current[key]["image_path"])) for key in dropped]
+            if dropped:
+                warnings.warn(f"{root / MANIFEST_FILE}: {len(dropped)} row(s) have no image on disk; they are left "
+                              "out (a resumed `geoxai sample` generates them again)", stacklevel=2)
+            return run
+        absent = [key for key, row in run._rows.items() if not run.resolve(row["image_path"]).is_file()]
+        if absent and missing != "skip":
+            first = run._rows[absent[0]]["image_path"]
+            raise GeoxaiError(f"{root / MANIFEST_FILE}: {len(absent)} listed image(s) do not exist, first "
+                              f"{first}; write them or remove their rows")
+        run.missing = [str(run.resolve(run._rows[key]["image_path"])) for key in absent]
+        run._rows = {key: row for key, row in run._rows.items() if key not in set(absent)}
         return run
+
+    def identity(self) -> str:
+        """A hash of the settings that determine the images (what an evaluation folder is bound to).
+
+        A resumed run that gained images keeps its identity; a hand-written run without settings is
+        identified by its query photos instead.
+        """
+        generation = {k: v for k, v in _flatten(self.settings).items() if k.split(".")[0] not in NON_GENERATION_KEYS}
+        if not generation:
+            generation = {"queries": sorted({row["query_path"] for row in self._rows.values()})}
+        return hashlib.sha256(json.dumps(generation, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     # ---------------------------------------------------------------------------- paths
     def image_path(self, query_id: str, sample: int) -> Path:
@@ -295,29 +325,18 @@ class GenerationRun:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def format(self) -> str:
-        """A one-paragraph summary for the terminal."""
+    def progress(self) -> dict[str, Any]:
+        """Counts for a summary: images, queries, planned images, samples per query, this session's pace."""
         queries = {query_id for query_id, _ in self._rows}
         planned = sum(p["samples"] for p in self._plan.values())
         samples = max((p["samples"] for p in self._plan.values()), default=0) or \
             max((s + 1 for _, s in self._rows), default=0)
-        text = (f"GenerationRun {self.root}: {len(self._rows)} images of {len(queries)} queries "
-                f"(up to {samples} samples per query)")
-        if planned > len(self._rows):
-            text += f", {planned - len(self._rows)} planned images still missing (re-run to resume)"
-        what = [f"{key} {self.settings[key]}" for key in ("sampler", "steps", "guidance", "seed")
-                if key in self.settings]
-        if what:
-            text += f"; {', '.join(what)}"
         manifest = self.root / MANIFEST_FILE
-        if manifest.exists():
-            updated = datetime.fromtimestamp(manifest.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
-            text += f"; created {self.settings.get('created', '?')}, last written {updated}"
-        if self._session_images:
-            seconds = time.time() - self._session_started
-            text += (f"; this session wrote {self._session_images} images in {seconds:.0f} s "
-                     f"({self._session_images / max(seconds, 1e-9):.2f} images/s)")
-        return text + "."
+        updated = (datetime.fromtimestamp(manifest.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+                   if manifest.exists() else None)
+        return {"images": len(self._rows), "queries": len(queries), "planned": planned, "samples": samples,
+                "updated": updated, "session_images": self._session_images,
+                "session_seconds": time.time() - self._session_started}
 
     def __repr__(self) -> str:
         return f"GenerationRun({str(self.root)!r}, images={len(self._rows)})"

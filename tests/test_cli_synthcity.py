@@ -13,11 +13,12 @@ from PIL import Image
 
 from geoxai.cli import cli
 from geoxai.data.synthcity import SynthCity
-from geoxai.data.synthcity_world import write_world
+from geoxai.data.synthcity_world import place_splits, write_world
 from geoxai.data.vpr import parse_name
 from geoxai.errors import GeoxaiError
 
-WORLD = dict(places=8, visits=3, size=48, seed=5, test_fraction=0.4)
+WORLD = dict(places=8, visits=3, size=48, seed=5, test_fraction=0.4, val_fraction=0.3)
+SPLIT_FOLDERS = ("train", "database", "queries", "val/database", "val/queries")
 
 
 def tree_hashes(folder: Path) -> dict[str, str]:
@@ -39,27 +40,32 @@ def test_layout_counts_and_names(world):
     out, summary = world
     city = SynthCity(seed=5, size=48)
     test_places = [p for p in range(8) if city.is_test_place(p, 0.4)]
-    assert 0 < len(test_places) < 8
+    val_places = [p for p, role in enumerate(place_splits(city, 8, 0.4, 0.3)) if role == "val"]
+    assert 0 < len(test_places) < 8 and 0 < len(val_places) and not set(val_places) & set(test_places)
+    train_places = 8 - len(test_places) - len(val_places)
     assert len(images(out / "database")) == len(test_places) == summary.images["database"]
     assert len(images(out / "queries")) == 2 * len(test_places) == summary.images["queries"]
-    assert len(images(out / "train")) == 3 * (8 - len(test_places)) == summary.images["train"]
-    names = [p.name for split in ("train", "database", "queries") for p in images(out / split)]
+    assert len(images(out / "val" / "database")) == len(val_places) == summary.images["val/database"]
+    assert len(images(out / "val" / "queries")) == 2 * len(val_places) == summary.images["val/queries"]
+    assert len(images(out / "train")) == 3 * train_places == summary.images["train"]
+    names = [p.name for split in SPLIT_FOLDERS for p in images(out / split)]
     assert len(set(names)) == len(names) == 24
-    for split in ("train", "database", "queries"):
+    for split in SPLIT_FOLDERS:
         for path in images(out / split):
             fields = parse_name(path)
             assert fields.zone_number == "10" and fields.zone_letter == "S" and fields.note == "synthcity"
             assert fields.pano_id.startswith("p") and 37 < fields.lat < 38.5 and -123 < fields.lon < -122
             place, visit = int(fields.pano_id[1:]), int(fields.tile_num)
-            assert (split == "train") != (place in test_places)
-            assert (visit == 0) == (split == "database") or split == "train"
+            assert (split in ("database", "queries")) == (place in test_places)
+            assert split.startswith("val/") == (place in val_places)
+            assert (visit == 0) == split.endswith("database") or split == "train"
             with Image.open(path) as image:
                 assert image.size == (48, 48) and image.mode == "RGB"
             with Image.open(out / "labels" / split / path.name) as label:
                 assert label.mode == "L"
                 assert np.array_equal(np.asarray(label), city.render(place, visit).labels)
     label_files = sorted(p.relative_to(out / "labels") for p in (out / "labels").rglob("*.png"))
-    image_files = sorted(p.relative_to(out) for s in ("train", "database", "queries") for p in images(out / s))
+    image_files = sorted(p.relative_to(out) for s in SPLIT_FOLDERS for p in images(out / s))
     assert label_files == image_files
 
 

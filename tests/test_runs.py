@@ -254,7 +254,9 @@ def test_format_summarises_the_run(tmp_path, queries):
     items = plan_queries(paths, folder)
     run = GenerationRun.create(tmp_path / "run", SETTINGS)
     generate(run, run.pending(items, 2)[:4])
-    text = run.format()
+    from geoxai.cli import format_run
+
+    text = format_run(run)
     assert "4 images of 2 queries" in text and "2 planned images still missing" in text
     assert str(tmp_path / "run") in text and "ddim" in text and "\n" not in text
     assert isinstance(items[0], QueryItem)

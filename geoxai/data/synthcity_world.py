@@ -4,8 +4,10 @@ Layout of ``out``::
 
     synthcity.yaml          world parameters (written first: marks the folder as this world)
     train/<name>.png        every visit of the training places
-    database/<name>.png     visit 0 of the held-out places
-    queries/<name>.png      visits 1.. of the held-out places
+    database/<name>.png     visit 0 of the held-out test places
+    queries/<name>.png      visits 1.. of the held-out test places
+    val/database/, val/queries/   the same for validation places (training-side places held out
+                            from train/ so that choices are tuned on places nothing was trained on)
     labels/<split>/<name>.png   canonical label ids, one channel, mirroring the image paths
     metadata.csv            one row per image: place, visit, split, position, every factor
 
@@ -42,8 +44,8 @@ from geoxai.segmentation import labels as L
 
 FORMAT_VERSION = 1
 PARAMS_FILE = "synthcity.yaml"
-WORLD_ENTRIES = ("train", "database", "queries", "labels", "metadata.csv", PARAMS_FILE)
-SPLITS = ("train", "database", "queries")
+WORLD_ENTRIES = ("train", "database", "queries", "val", "labels", "metadata.csv", PARAMS_FILE)
+SPLITS = ("train", "database", "queries", "val/database", "val/queries")
 
 # Linear approximation of UTM zone 10 S -> WGS84 around the grid origin (551000 E, 4178000 N), exact
 # there and within a few metres over a few kilometres: good enough for names, not for geodesy.
@@ -88,8 +90,10 @@ class WorldSummary:
             f"SynthCity world in {self.out}",
             f"  seed {self.seed}, {self.size} px, {self.places} places x {self.visits} visits",
             f"  images    train {self.images['train']}  database {self.images['database']}  "
-            f"queries {self.images['queries']}  (places: train {self.places_per_split['train']}, "
-            f"test {self.places_per_split['test']})",
+            f"queries {self.images['queries']}  val/database {self.images['val/database']}  "
+            f"val/queries {self.images['val/queries']}",
+            f"  places    train {self.places_per_split['train']}, validation {self.places_per_split['val']}, "
+            f"test {self.places_per_split['test']}",
             f"  written   {self.written} new, {self.skipped} already complete, {self.elapsed_s:.1f} s",
             f"  vehicles per image     mean {self.vehicles['mean']:.2f}  max {self.vehicles['max']:.0f}",
             f"  pedestrians per image  mean {self.pedestrians['mean']:.2f}  max {self.pedestrians['max']:.0f}",
@@ -102,12 +106,36 @@ class WorldSummary:
         return "\n".join(lines)
 
 
-def world_params(places: int, visits: int, size: int, seed: int, test_fraction: float) -> dict[str, Any]:
-    return {"format": "synthcity", "version": FORMAT_VERSION, "seed": int(seed), "size": int(size),
-            "places": int(places), "visits": int(visits), "test_fraction": float(test_fraction)}
+def world_params(places: int, visits: int, size: int, seed: int, test_fraction: float,
+                 val_fraction: float = 0.0) -> dict[str, Any]:
+    params = {"format": "synthcity", "version": FORMAT_VERSION, "seed": int(seed), "size": int(size),
+              "places": int(places), "visits": int(visits), "test_fraction": float(test_fraction)}
+    if val_fraction:  # absent for worlds without validation places, so their parameters stay as before
+        params["val_fraction"] = float(val_fraction)
+    return params
 
 
-def _validate(city_places: int, visits: int, size: int, seed: int, test_fraction: float) -> None:
+def place_splits(city: SynthCity, places: int, test_fraction: float, val_fraction: float) -> list[str]:
+    """``test``, ``val`` or ``train`` per place; validation places are spread evenly over the
+    non-test places (the k-th one is validation where ``floor(f * (k + 1) + phase)`` steps up)."""
+    import math
+
+    from geoxai.data.synthcity import _Rng
+
+    phase = _Rng(city.seed, 6).random()
+    splits, k = [], 0
+    for place in range(places):
+        if city.is_test_place(place, test_fraction):
+            splits.append("test")
+            continue
+        step = math.floor(val_fraction * (k + 1) + phase) > math.floor(val_fraction * k + phase)
+        splits.append("val" if step else "train")
+        k += 1
+    return splits
+
+
+def _validate(city_places: int, visits: int, size: int, seed: int, test_fraction: float,
+              val_fraction: float = 0.0) -> None:
     if city_places < 1:
         raise GeoxaiError(f"--places must be >= 1 (got {city_places})")
     if visits < 2:
@@ -119,12 +147,15 @@ def _validate(city_places: int, visits: int, size: int, seed: int, test_fraction
         raise GeoxaiError(f"--seed must be >= 0 (got {seed})")
     if not 0.0 < test_fraction < 1.0:
         raise GeoxaiError(f"--test-fraction must be between 0 and 1, exclusive (got {test_fraction})")
+    if not 0.0 <= val_fraction < 1.0:
+        raise GeoxaiError(f"--val-fraction must be in [0, 1) (got {val_fraction})")
     city = SynthCity(seed=seed, size=size)
-    test = sum(city.is_test_place(p, test_fraction) for p in range(city_places))
-    if test == 0 or test == city_places:
+    splits = place_splits(city, city_places, test_fraction, val_fraction)
+    test, train = splits.count("test"), splits.count("train")
+    if test == 0 or train == 0:
         which = "no test place" if test == 0 else "no training place"
-        raise GeoxaiError(f"--test-fraction {test_fraction} with --places {city_places} leaves {which}; "
-                          "use more places or another fraction")
+        raise GeoxaiError(f"--test-fraction {test_fraction} (and --val-fraction {val_fraction}) with --places "
+                          f"{city_places} leaves {which}; use more places or other fractions")
 
 
 def _prepare(out: Path, params: dict[str, Any], overwrite: bool) -> None:
@@ -159,7 +190,7 @@ def _prepare(out: Path, params: dict[str, Any], overwrite: bool) -> None:
 def _describe(params: Any) -> str:
     if not isinstance(params, dict):
         return "unreadable synthcity.yaml"
-    keys = ("seed", "size", "places", "visits", "test_fraction")
+    keys = ("seed", "size", "places", "visits", "test_fraction", "val_fraction")
     return ", ".join(f"{key} {params.get(key)}" for key in keys)
 
 
@@ -200,17 +231,18 @@ def flatten_factors(factors: dict[str, Any]) -> dict[str, Any]:
 _CITIES: dict[tuple[int, int], SynthCity] = {}  # one per process, so place content is sampled once
 
 
-def _write_place(out: Path, seed: int, size: int, visits: int, test_fraction: float,
+def _write_place(out: Path, seed: int, size: int, visits: int, splits: list[str],
                  place: int) -> list[dict[str, Any]]:
     """Render every visit of one place, write what is missing, return its metadata rows.
 
     Runs in worker processes; everything it writes is a function of its arguments alone.
     """
     city = _CITIES.setdefault((seed, size), SynthCity(seed=seed, size=size))
-    test = city.is_test_place(place, test_fraction)
+    role = splits[place]
     rows = []
     for visit in range(visits):
-        split = ("database" if visit == 0 else "queries") if test else "train"
+        held_out = "database" if visit == 0 else "queries"
+        split = {"test": held_out, "val": f"val/{held_out}", "train": "train"}[role]
         render = city.render(place, visit)
         heading = city.camera_heading(place, render.factors["camera"])
         relative = Path(split) / image_name(city, place, visit, heading)
@@ -240,7 +272,7 @@ def _default_workers(images: int) -> int:
 
 
 def write_world(out: str | Path, places: int = 200, visits: int = 6, size: int = 128, seed: int = 0,
-                test_fraction: float = 0.3, overwrite: bool = False, progress: bool = True,
+                test_fraction: float = 0.3, val_fraction: float = 0.1, overwrite: bool = False, progress: bool = True,
                 workers: int | None = None) -> WorldSummary:
     """Render a SynthCity world into ``out`` (see the module docstring); resumes an interrupted run.
 
@@ -249,11 +281,12 @@ def write_world(out: str | Path, places: int = 200, visits: int = 6, size: int =
     """
     started = time.perf_counter()
     out = Path(out)
-    _validate(places, visits, size, seed, test_fraction)
-    params = world_params(places, visits, size, seed, test_fraction)
+    _validate(places, visits, size, seed, test_fraction, val_fraction)
+    params = world_params(places, visits, size, seed, test_fraction, val_fraction)
     _prepare(out, params, overwrite)
     workers = _default_workers(places * visits) if workers is None else max(1, int(workers))
-    job = partial(_write_place, out, seed, size, visits, test_fraction)
+    splits = place_splits(SynthCity(seed=seed, size=size), places, test_fraction, val_fraction)
+    job = partial(_write_place, out, seed, size, visits, splits)
 
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=places * visits, desc="synthcity", unit="img", disable=not progress)
@@ -282,7 +315,9 @@ def write_world(out: str | Path, places: int = 200, visits: int = 6, size: int =
     return WorldSummary(
         out=out, seed=seed, size=size, places=places, visits=visits,
         images={split: int((table["split"] == split).sum()) for split in SPLITS},
-        places_per_split={"train": int((per_place == "train").sum()), "test": int((per_place != "train").sum())},
+        places_per_split={"train": int((per_place == "train").sum()),
+                          "val": int(per_place.str.startswith("val/").sum()),
+                          "test": int(per_place.isin(["database", "queries"]).sum())},
         written=len(rows) - skipped, skipped=skipped, elapsed_s=time.perf_counter() - started,
         class_shares={L.NAMES[i]: round(100.0 * float(pixels[i]) / total, 2) for i in range(L.NUM_CLASSES)},
         vehicles={"mean": float(table["n_vehicles"].mean()), "max": float(table["n_vehicles"].max())},

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from geoxai.errors import GeoxaiError
+from geoxai.evaluation.statistics import bootstrap_ci
 
 FACTORS = ("sky", "lighting", "vehicles", "pedestrians", "signs", "camera")
 REVISIT, OTHER_PLACE = "all (re-visit)", "different place"
@@ -71,18 +72,6 @@ def held_out_places(city: Any, count: int, test_fraction: float = 0.3) -> list[i
             places.append(place)
         place += 1
     return places
-
-
-def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = 1000) -> tuple[float, float]:
-    """95% percentile bootstrap interval of the mean (places are the unit)."""
-    from scipy.stats import bootstrap
-
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2 or np.ptp(values) == 0:
-        return float(values.mean()), float(values.mean())
-    result = bootstrap((values,), np.mean, confidence_level=0.95, n_resamples=resamples, method="percentile",
-                       random_state=seed)
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def _to_batch(images: list[np.ndarray]) -> torch.Tensor:

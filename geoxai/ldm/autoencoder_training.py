@@ -31,6 +31,7 @@ from geoxai.trainer import TRAINER_DEFAULTS
 AE_DEFAULTS: dict[str, Any] = {
     "stage": "autoencoder",
     "output_dir": None,
+    "protocol": "unseen-places",  # unseen-places | seen-map: which places training may hold (geoxai.protocols)
     "data": {
         "train_dirs": [],
         "val_dir": None,  # held-out images for the PSNR report (e.g. a test set's queries/)
@@ -238,8 +239,11 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
     from geoxai.trainer import (build_trainer, check_output_dir, resume_checkpoint, skipped_images_callback,
                                 stage_info)
 
+    from geoxai.protocols import check_training_folders
+
     config = resolve_config(config)
     check_folders(config["data"]["train_dirs"], "data.train_dirs")
+    check_training_folders(config["data"]["train_dirs"], config["protocol"])
     if config["data"]["val_dir"]:
         check_folders([config["data"]["val_dir"]], "data.val_dir")
     out = Path(config["output_dir"])

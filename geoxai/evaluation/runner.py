@@ -1,0 +1,562 @@
+"""``geoxai evaluate``: score a GenerationRun with plugins, every number beside its baselines.
+
+The runner (1) opens the run read-only and builds the pairs (``generated``, ``shuffled`` across
+places, ``reference`` real re-visits from the database), (2) loads the plugins asked for, isolating
+any that fails to import, (3) computes every artifact the plugins need once per distinct image
+(artifact store; sharded over processes with ``devices > 1``), (4) runs each plugin, isolating
+failures and checking its records, and (5) writes the EVAL folder:
+
+    records.parquet   query_id, sample, plugin, metric, value, pairing, skip_reason (long format)
+    summary.csv       plugin, metric, pairing, mean, ci_low, ci_high, n_queries, n_skipped,
+                      higher_is_better, definition
+    results.json      summary, config, versions and identities, the run, git hash, date, notices
+    errors.csv        plugin, query_id, sample, stage, error, traceback
+    plugins/          one records and one summary file per finished plugin (what a resume reuses)
+    evaluation.json   what the folder evaluates (run identity, embedder, database, seed): a folder
+                      refuses results of another run or other settings
+
+A killed evaluation resumes: artifacts come back from the store and finished plugins are reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from geoxai.errors import GeoxaiError
+from geoxai.evaluation.context import Database, EvaluationContext
+from geoxai.evaluation.plugin import PAIRINGS, Pair, Plugin, PluginOutcome, check_plugin_class, to_long_records
+
+FORMAT = "geoxai.evaluation/1"
+STATE_FILE, RESULTS_FILE = "evaluation.json", "results.json"
+SUMMARY_COLUMNS = ("plugin", "metric", "pairing", "mean", "ci_low", "ci_high", "n_queries", "n_skipped",
+                   "higher_is_better", "definition")
+ERROR_COLUMNS = ("plugin", "query_id", "sample", "stage", "error", "traceback")
+
+
+# ---------------------------------------------------------------------------------- plugins
+def parse_plugins(text: str | Sequence[str]) -> list[str]:
+    """``--plugins`` as a list of names: comma-separated, spaces around names allowed."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    names = [str(item).strip() for item in items]
+    if not names or not any(names):
+        raise GeoxaiError("--plugins is empty; name at least one plugin (see `geoxai plugins`), e.g. --plugins recall")
+    if any(not name for name in names):
+        raise GeoxaiError(f"--plugins {text!r}: an empty name between commas; write e.g. recall,lighting")
+    bad = [name for name in names if any(c.isspace() for c in name)]
+    if bad:
+        raise GeoxaiError(f"--plugins: {bad[0]!r} contains a space; separate names with commas (recall,lighting)")
+    if len(set(names)) != len(names):
+        raise GeoxaiError(f"--plugins {text!r}: a plugin is named twice")
+    return names
+
+
+def load_plugin(spec: str) -> type[Plugin]:
+    """The plugin class for a registered name, ``module:Class`` or ``file.py:Class``.
+
+    An unknown name is a ``GeoxaiError`` with "did you mean"; an error raised while importing the
+    plugin's own code propagates (the runner records it and goes on with the other plugins).
+    """
+    from geoxai.registry import PLUGINS, load
+
+    return check_plugin_class(load(PLUGINS, spec), spec)
+
+
+# ---------------------------------------------------------------------------------- pairs
+def reference_photos(manifest: pd.DataFrame, database: Database | None) -> dict[str, Path]:
+    """Per query, the nearest database image within the radius: another real photo of its place."""
+    if database is None or database.utm is None:
+        return {}
+    queries = manifest.groupby("query_id")[["utm_east", "utm_north"]].first()
+    known = queries.dropna()
+    if known.empty:
+        return {}
+    positives = database.positives(known.to_numpy())
+    return {query_id: database.paths[p[0]] for query_id, p in zip(known.index, positives) if len(p)}
+
+
+def shuffled_partners(manifest: pd.DataFrame, seed: int, radius: float) -> dict[str, str]:
+    """A seeded partner for each query, at another place (more than ``radius`` away when both
+    positions are known): walking a random cycle of the queries, the next one far enough."""
+    queries = manifest.groupby("query_id")[["utm_east", "utm_north"]].first().sort_index()
+    ids = list(queries.index)
+    if len(ids) < 2:
+        return {}
+    order = np.random.default_rng(seed).permutation(len(ids))
+    utm = queries.to_numpy(dtype=np.float64)
+    partners = {}
+    for position, index in enumerate(order):
+        for step in range(1, len(ids)):
+            candidate = order[(position + step) % len(ids)]
+            distance = float(np.hypot(*(utm[index] - utm[candidate])))
+            if not (distance <= radius):  # NaN (unknown position) counts as another place
+                partners[ids[index]] = ids[candidate]
+                break
+    return partners
+
+
+def build_pairs(run: Any, manifest: pd.DataFrame, seed: int, database: Database | None,
+                radius: float) -> dict[str, list[Pair]]:
+    """The pairs of every pairing from a run's manifest (absolute paths)."""
+    rows = manifest.sort_values(["query_id", "sample"])
+    by_query: dict[str, list[tuple[int, Path]]] = {}
+    original: dict[str, Path] = {}
+    utm: dict[str, tuple[float, float]] = {}
+    for row in rows.itertuples(index=False):
+        by_query.setdefault(row.query_id, []).append((int(row.sample), Path(row.image_path)))
+        original[row.query_id] = Path(row.query_path)
+        utm[row.query_id] = (float(row.utm_east), float(row.utm_north))
+    generated = [Pair(q, s, "generated", original[q], image, q, utm[q]) for q in by_query for s, image in by_query[q]]
+    partners = shuffled_partners(rows, seed, radius)
+    shuffled = []
+    for q, samples in by_query.items():
+        partner = partners.get(q)
+        if partner is None:
+            continue
+        theirs = by_query[partner]
+        for s, _ in samples:
+            their_sample, image = next(((ts, im) for ts, im in theirs if ts == s), theirs[s % len(theirs)])
+            shuffled.append(Pair(q, s, "shuffled", original[q], image, partner, utm[q]))
+    references = reference_photos(rows, database)
+    reference = [Pair(q, -1, "reference", original[q], references[q], references[q].name, utm[q])
+                 for q in by_query if q in references]
+    return {"generated": generated, "shuffled": shuffled, "reference": reference}
+
+
+# ---------------------------------------------------------------------------------- result
+@dataclass
+class EvaluationResult:
+    """What ``evaluate`` did: the folder, the outcome per plugin, the summary, what was computed."""
+
+    out: Path
+    run: Path
+    plugins: list[PluginOutcome]
+    summary: pd.DataFrame
+    computed: dict[str, int] = field(default_factory=dict)  # artifact kind -> distinct images computed now
+    notices: list[str] = field(default_factory=list)
+    errors: int = 0
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[str]:
+        return [p.name for p in self.plugins if p.status == "failed"]
+
+    def format(self) -> str:
+        lines = [f"evaluation of {self.run} -> {self.out} ({self.seconds:.0f} s)"]
+        for outcome in self.plugins:
+            status = {"ok": f"{outcome.records} records, {outcome.seconds:.1f} s",
+                      "reused": f"{outcome.records} records reused from this folder",
+                      "failed": f"FAILED: {outcome.error}"}[outcome.status]
+            lines.append(f"  {outcome.name}: {status}")
+        computed = ", ".join(f"{kind} {n}" for kind, n in self.computed.items())
+        if computed:
+            lines.append(f"  artifacts computed now (distinct images): {computed}")
+        if not self.summary.empty:
+            shown = self.summary.pivot_table(index=["plugin", "metric"], columns="pairing", values="mean",
+                                             aggfunc="first", sort=False)
+            order = [p for p in (*PAIRINGS, "chance") if p in shown.columns]
+            lines.append(shown[order].to_string(float_format=lambda v: f"{v:.4g}", na_rep="—"))
+        lines += [f"notice: {notice}" for notice in self.notices]
+        if self.errors:
+            lines.append(f"{self.errors} error(s) recorded in {self.out / 'errors.csv'}")
+        lines.append(f"written: {self.out / 'records.parquet'}, {self.out / 'summary.csv'}, "
+                     f"{self.out / RESULTS_FILE}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _git_hash() -> str | None:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _error_row(plugin: str, stage: str, error: BaseException | str, query_id: str = "", sample: Any = "") -> dict:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    trace = "".join(traceback.format_exception(error)) if isinstance(error, BaseException) else ""
+    return {"plugin": plugin, "query_id": query_id, "sample": sample, "stage": stage, "error": text, "traceback": trace}
+
+
+def _write_frame(path: Path, frame: pd.DataFrame, parquet: bool = False) -> None:
+    from geoxai.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        if parquet:
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+
+
+def _open_database(folder: str | Path, radius: float, needs_labels: bool) -> Database:
+    from geoxai.data.vpr import list_images, name_utm
+
+    folder = Path(folder)
+    images_folder = folder / "database" if (folder / "database").is_dir() else folder
+    paths = [p.resolve() for p in list_images(images_folder)]
+    utm = [name_utm(p) for p in paths]
+    if any(u is None for u in utm):
+        if needs_labels:
+            first = next(p for p, u in zip(paths, utm) if u is None)
+            raise GeoxaiError(f"--database {folder}: {first.name} has no UTM coordinates in its name, and recall needs "
+                              "them (25 m positives); name images @east@north@...@.jpg")
+        return Database(paths, None, radius)
+    return Database(paths, np.asarray(utm, dtype=np.float64), radius)
+
+
+def _plugin_needs_labels(plugin: type[Plugin]) -> bool:
+    return "database" in plugin.needs
+
+
+def _settings_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [f"{k} ({old.get(k)!r} != {new.get(k)!r})" for k in keys if old.get(k) != new.get(k)]
+
+
+# ---------------------------------------------------------------------------------- distributed
+def _shard_worker(fabric: Any, plan: dict[str, Any]) -> None:
+    """One process of a sharded artifact computation: its share of every artifact, then a barrier."""
+    import torch
+
+    from geoxai.evaluation.artifacts import provider
+    from geoxai.store import ArtifactStore
+
+    torch.set_num_threads(max(1, plan["threads"]))
+    store = ArtifactStore(plan["store"])
+    rank, world = fabric.global_rank, fabric.world_size
+    for kind, options, paths in plan["work"]:
+        if kind == "descriptor":
+            options = {**options, "device": str(fabric.device)}
+        provider(kind, **options).compute([Path(p) for p in paths], store, shard=(rank, world),
+                                          progress=plan["progress"] and rank == 0, desc=f"{kind} (rank {rank})")
+    fabric.barrier()
+
+
+def compute_sharded(work: list[tuple[str, dict[str, Any], list[str]]], store_root: Path, devices: int,
+                    num_nodes: int = 1, accelerator: str = "auto", progress: bool = True) -> None:
+    """Fill the store for ``work`` (kind, provider options, paths) with ``devices`` x ``num_nodes``
+    processes (Lightning Fabric on torch.distributed): each computes every world-th missing image.
+
+    On one node the processes are spawned here; on several nodes every node runs the same command
+    under a cluster launcher (SLURM, torchrun) and ranks other than 0 stop after the barrier.
+    """
+    from lightning_fabric import Fabric
+
+    if accelerator == "auto":
+        import torch
+
+        accelerator = "cuda" if torch.cuda.is_available() else "cpu"
+    launched = "LOCAL_RANK" in os.environ or "SLURM_PROCID" in os.environ
+    strategy = "ddp" if (launched or num_nodes > 1) else "ddp_spawn"
+    fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy)
+    threads = max(1, (os.cpu_count() or 1) // max(1, devices)) if accelerator == "cpu" else 1
+    plan = {"work": work, "store": str(store_root), "progress": progress, "threads": threads}
+    if strategy == "ddp_spawn":
+        fabric.launch(_shard_worker, plan)
+        return
+    fabric.launch()
+    _shard_worker(fabric, plan)
+    if fabric.global_rank != 0:
+        sys.exit(0)  # rank 0 scores the plugins and writes the EVAL folder
+
+
+# ---------------------------------------------------------------------------------- evaluate
+def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, database: str | Path | None = None,
+             embedder_spec: Mapping[str, Any] | None = None, batch_size: int = 32, device: str = "auto",
+             devices: int = 1, num_nodes: int = 1, seed: int = 0, radius: float = 25.0, store: Any = None,
+             progress: bool = True, num_workers: int | None = None, label: str | None = None) -> EvaluationResult:
+    """Evaluate the GenerationRun ``run`` with ``plugins`` into the EVAL folder ``out`` (see module doc)."""
+    import geoxai
+    from geoxai.files import make_folder, writable_folder
+    from geoxai.runs import GenerationRun
+    from geoxai.store import ArtifactStore
+
+    started = time.time()
+    names = parse_plugins(plugins)
+    if batch_size < 1:
+        raise GeoxaiError(f"--batch-size {batch_size}: must be at least 1")
+    if devices < 1 or num_nodes < 1:
+        raise GeoxaiError(f"--devices {devices} / --num-nodes {num_nodes}: must be at least 1")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise GeoxaiError(f"--out {out}: is a file; give a folder for the evaluation")
+    writable_folder(out, "--out", create=False)
+    reader = GenerationRun.open(run, missing="skip")
+    run_root = Path(run).resolve()
+    manifest = reader.manifest(absolute=True)
+    if manifest.empty:
+        raise GeoxaiError(f"{run_root}: the run lists no (existing) image; nothing to evaluate")
+    errors: list[dict] = [_error_row("", "image", f"listed image does not exist: {path}") for path in reader.missing]
+
+    # plugins: unknown names stop here (a user mistake); a plugin that fails to import is isolated
+    classes: dict[str, type[Plugin]] = {}
+    outcomes: dict[str, PluginOutcome] = {}
+    for spec in names:
+        try:
+            cls = load_plugin(spec)
+        except GeoxaiError:
+            raise
+        except Exception as exc:  # the plugin's own code failed to import
+            errors.append(_error_row(spec, "import", exc))
+            outcomes[spec] = PluginOutcome(spec, "failed", error=f"import failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            continue
+        if cls.name in classes:
+            raise GeoxaiError(f"--plugins: {spec!r} is the plugin {cls.name!r}, which is already named")
+        classes[cls.name] = cls
+    needs = {need for cls in classes.values() for need in cls.needs}
+
+    # the database, the embedder
+    for cls in classes.values():
+        if "database" in cls.needs and database is None:
+            raise GeoxaiError(f"plugin {cls.name} needs --database DIR (database images named by UTM, e.g. "
+                              "worlds/synthcity/database): generations are retrieved against it")
+    db = None
+    if database is not None:
+        db = _open_database(database, radius, any(_plugin_needs_labels(c) for c in classes.values()))
+    outcomes_note = ""
+    if (db is None or db.utm is None) and any("reference" in cls.pairings for cls in classes.values()):
+        reason = "no --database" if db is None else "database names without UTM coordinates"
+        outcomes_note = f"no reference pairing ({reason}): real re-visits come from database images within {radius:g} m"
+    spec = dict(embedder_spec) if embedder_spec is not None else dict(reader.settings.get("embedder") or {})
+    provider_options: dict[str, dict[str, Any]] = {}
+    descriptor_provider = None
+    embedder_identity = None
+    if "descriptor" in needs or "database" in needs:
+        if not spec:
+            raise GeoxaiError(f"{run_root}: the run does not record the embedder its generations were conditioned on; "
+                              "give one with --embedder-config FILE (or --embedder and its options)")
+        from geoxai.embedders import from_spec
+        from geoxai.evaluation.artifacts import DescriptorArtifact
+        from geoxai.retrieval import check_trained
+
+        embedder = from_spec(spec, device=device)
+        check_trained(embedder, spec)
+        descriptor_provider = DescriptorArtifact(spec, device=device, batch_size=batch_size, num_workers=num_workers)
+        descriptor_provider._embedder = embedder
+        embedder_identity = embedder.identity()
+        provider_options["descriptor"] = {"embedder_spec": spec, "batch_size": batch_size, "num_workers": num_workers}
+    if "lab" in needs:
+        provider_options["lab"] = {"batch_size": batch_size}
+    unsupported = sorted(needs - {"descriptor", "database", "image", "lab"})
+    if unsupported:
+        raise GeoxaiError(f"plugins need artifacts this installation cannot compute yet: {', '.join(unsupported)}")
+
+    # the EVAL folder: one run, one set of settings
+    state = {"format": FORMAT, "run": str(run_root), "run_identity": reader.identity(),
+             "embedder": embedder_identity, "embedder_spec": spec if embedder_identity else None,
+             "database": str(Path(database).resolve()) if database is not None else None,
+             "seed": int(seed), "radius": float(radius)}
+    state_path = out / STATE_FILE
+    if state_path.is_file():
+        old = json.loads(state_path.read_text())
+        if old.get("run_identity") != state["run_identity"]:
+            raise GeoxaiError(f"--out {out} holds an evaluation of another run ({old.get('run')}); use a new --out "
+                              "for this run")
+        differing = _settings_differences({k: old.get(k) for k in state if k != "embedder_spec"},
+                                          {k: v for k, v in state.items() if k != "embedder_spec"})
+        differing = [d for d in differing if not (d.startswith("embedder ") and old.get("embedder") is None)]
+        if differing:
+            raise GeoxaiError(f"--out {out} was evaluated with other settings: {'; '.join(differing)}; use a new --out "
+                              "or the same settings")
+        if old.get("embedder") and not state["embedder"]:
+            state["embedder"], state["embedder_spec"] = old["embedder"], old.get("embedder_spec")
+    elif out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
+        raise GeoxaiError(f"--out {out} is not empty and holds no evaluation; choose a new or empty folder")
+    writable_folder(out, "--out")
+    from geoxai.files import atomic_write_text
+
+    atomic_write_text(state_path, json.dumps(state, indent=1))
+
+    # pairs and the images every artifact is needed for
+    pairs = build_pairs(reader, manifest, seed, db, radius)
+    images: set[Path] = {Path(p) for p in manifest["query_path"]} | {Path(p) for p in manifest["image_path"]}
+    images |= {pair.other for pair in pairs["reference"]}
+    work: list[tuple[str, dict[str, Any], list[str]]] = []
+    for kind, options in provider_options.items():
+        wanted = set(images)
+        if kind == "descriptor" and "database" in needs and db is not None:
+            wanted |= set(db.paths)
+        work.append((kind, options, sorted(str(p) for p in wanted)))
+    store = store or ArtifactStore()
+    if devices * num_nodes > 1 and work:
+        compute_sharded(work, store.root, devices, num_nodes, progress=progress)
+
+    artifacts: dict[str, dict[str, np.ndarray]] = {}
+    digests: dict[Path, str] = {}
+    computed: dict[str, int] = {}
+    unreadable: set[Path] = set()
+    for kind, options, paths in work:
+        from geoxai.evaluation.artifacts import provider as make_provider
+
+        artifact_provider = descriptor_provider if kind == "descriptor" else make_provider(kind, **options)
+        found = artifact_provider.compute([Path(p) for p in paths], store, progress=progress, desc=kind)
+        artifacts[kind] = found.values
+        digests.update(zip((Path(p) for p in paths), found.keys))
+        computed[kind] = found.computed
+        for path, error in found.skipped:
+            if Path(path) not in unreadable:
+                errors.append(_error_row("", "image", error))
+            unreadable.add(Path(path))
+    if not work:  # plugins that read pixels only still need every image's digest
+        from geoxai.data.digests import file_digests
+
+        ordered = sorted(images)
+        digests.update(zip(ordered, file_digests(ordered, progress=progress, store=store)))
+    if unreadable:
+        for pairing in pairs:
+            pairs[pairing] = [p for p in pairs[pairing] if p.original not in unreadable and p.other not in unreadable]
+
+    ctx = EvaluationContext(seed=int(seed), artifacts=artifacts, digests=digests, database=db,
+                            embedder_provider=descriptor_provider, run_settings=dict(reader.settings))
+    if outcomes_note:
+        ctx.notice(outcomes_note)
+    if reader.missing:
+        ctx.notice(f"{len(reader.missing)} image(s) listed in the manifest do not exist; their pairs are skipped "
+                   "(errors.csv)")
+    if unreadable:
+        ctx.notice(f"{len(unreadable)} unreadable image(s) skipped with every pair that uses them (errors.csv)")
+
+    # plugins, one by one, each isolated
+    plugin_dir = make_folder(out / "plugins")
+    for name, cls in classes.items():
+        outcomes[name] = _run_plugin(cls, pairs, ctx, plugin_dir, state, errors)
+
+    # the EVAL folder's files (every plugin ever finished in it, the newest version of each)
+    records, summary = _collect(plugin_dir)
+    _write_frame(out / "records.parquet", records, parquet=True)
+    _write_frame(out / "summary.csv", summary)
+    _write_frame(out / "errors.csv", pd.DataFrame(errors, columns=list(ERROR_COLUMNS)))
+    plugin_infos = {}
+    for info_file in sorted(plugin_dir.glob("*.json")):
+        info = json.loads(info_file.read_text())
+        plugin_infos[info["name"]] = info
+    for name, outcome in outcomes.items():
+        if outcome.status == "failed":
+            plugin_infos.setdefault(name, {"name": name})["status"] = "failed"
+    results = {
+        "format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "geoxai_version": geoxai.__version__, "git": _git_hash(), "label": label or out.name,
+        "run": {"path": str(run_root), "identity": state["run_identity"], "settings": dict(reader.settings),
+                "images": int(len(manifest)), "queries": int(manifest["query_id"].nunique()),
+                "protocol": _protocol(reader.settings)},
+        "config": {"plugins": names, "database": state["database"], "seed": int(seed), "radius": float(radius),
+                   "batch_size": int(batch_size), "devices": int(devices), "num_nodes": int(num_nodes),
+                   "pairs": {k: len(v) for k, v in pairs.items()}},
+        "backends": {"embedder": {"spec": state["embedder_spec"], "identity": state["embedder"]}},
+        "versions": _versions(),
+        "plugins": plugin_infos,
+        "summary": json.loads(summary.to_json(orient="records")),
+        "errors": len(errors), "notices": list(ctx.notices),
+    }
+    atomic_write_text(out / RESULTS_FILE, json.dumps(results, indent=1, default=str))
+    return EvaluationResult(out=out, run=run_root, plugins=list(outcomes.values()), summary=summary,
+                            computed=computed, notices=list(ctx.notices), errors=len(errors),
+                            seconds=time.time() - started)
+
+
+def _protocol(settings: Mapping[str, Any]) -> str:
+    """Which places the generator saw (from the run's settings); said in every result."""
+    if settings.get("protocol"):
+        return str(settings["protocol"])
+    if settings.get("generator") == "synthcity-reference":
+        return "not a trained generator (SynthCity reference renders)"
+    return "unknown (the run does not record it)"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("torch", "torchvision", "diffusers", "pytorch-lightning", "faiss-cpu", "faiss-gpu", "numpy", "pandas"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _run_plugin(cls: type[Plugin], pairs: dict[str, list[Pair]], ctx: EvaluationContext, folder: Path,
+                state: Mapping[str, Any], errors: list[dict]) -> PluginOutcome:
+    """Score one plugin (or reuse its finished records in this folder); failures are recorded, not raised."""
+    from geoxai.files import atomic_write_text
+
+    info = cls.info()
+    records_path, summary_path, info_path = (folder / f"{cls.name}.parquet", folder / f"{cls.name}.summary.csv",
+                                             folder / f"{cls.name}.json")
+    if info_path.is_file() and records_path.is_file() and summary_path.is_file():
+        done = json.loads(info_path.read_text())
+        if done.get("version") == info["version"] and done.get("status") == "ok":
+            return PluginOutcome(cls.name, "reused", records=int(done.get("records", 0)), info=done)
+    started = time.time()
+    try:
+        plugin = cls()
+        given = [pair for pairing in cls.pairings for pair in pairs.get(pairing, [])]
+        records = to_long_records(cls, plugin.score(given, ctx))
+        summary = plugin.summarize(records, ctx)
+        summary = _checked_summary(cls, summary)
+    except Exception as exc:  # isolation: one plugin's failure never stops the others
+        errors.append(_error_row(cls.name, "score", exc))
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return PluginOutcome(cls.name, "failed", seconds=time.time() - started, error=text, info=info)
+    _write_frame(records_path, records, parquet=True)
+    _write_frame(summary_path, summary)
+    seconds = time.time() - started
+    done = {**info, "status": "ok", "records": int(len(records)), "seconds": round(seconds, 2),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    atomic_write_text(info_path, json.dumps(done, indent=1))
+    return PluginOutcome(cls.name, "ok", records=len(records), seconds=seconds, info=done)
+
+
+def _checked_summary(cls: type[Plugin], summary: pd.DataFrame) -> pd.DataFrame:
+    """A plugin's summary with plugin name, direction and definition filled in; its columns checked."""
+    needed = {"metric", "pairing", "mean", "ci_low", "ci_high", "n_queries", "n_skipped"}
+    if not isinstance(summary, pd.DataFrame) or not needed <= set(summary.columns):
+        raise GeoxaiError(f"plugin {cls.name}: summarize must return a DataFrame with columns {', '.join(sorted(needed))}")
+    summary = summary.copy()
+    summary["plugin"] = cls.name
+    summary["higher_is_better"] = [cls.metrics[m].higher_is_better if m in cls.metrics else None
+                                   for m in summary["metric"]]
+    summary["definition"] = [cls.metrics[m].definition if m in cls.metrics else "" for m in summary["metric"]]
+    order = {metric: i for i, metric in enumerate(cls.metrics)}
+    pairing_order = {p: i for i, p in enumerate((*PAIRINGS, "chance"))}
+    summary = summary.assign(_m=summary["metric"].map(order).fillna(len(order)),
+                             _p=summary["pairing"].map(pairing_order).fillna(len(pairing_order)))
+    summary = summary.sort_values(["_m", "metric", "_p"], kind="stable")
+    return summary[list(SUMMARY_COLUMNS)].reset_index(drop=True)
+
+
+def _collect(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every finished plugin's records and summary rows in this EVAL folder."""
+    from geoxai.evaluation.plugin import RECORD_COLUMNS
+
+    records, summaries = [], []
+    for info_file in sorted(folder.glob("*.json")):
+        name = info_file.stem
+        if (folder / f"{name}.parquet").is_file() and (folder / f"{name}.summary.csv").is_file():
+            records.append(pd.read_parquet(folder / f"{name}.parquet"))
+            summaries.append(pd.read_csv(folder / f"{name}.summary.csv", keep_default_na=True))
+    record_frame = pd.concat(records, ignore_index=True) if records else pd.DataFrame(columns=list(RECORD_COLUMNS))
+    summary_frame = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+    if "skip_reason" in record_frame:
+        record_frame["skip_reason"] = record_frame["skip_reason"].fillna("").astype(str)
+    return record_frame, summary_frame
+
+
+def exit_status(result: EvaluationResult) -> int:
+    """0 when every plugin finished, 1 when one failed (its error is in errors.csv)."""
+    return 1 if result.failed else 0
+
+

@@ -1,0 +1,104 @@
+"""The statistics every number of an evaluation goes through.
+
+The unit of analysis is the *query* (a place photo), not the image: a query's samples are averaged
+first, then the mean over queries gets a 95% percentile bootstrap interval. Several generations of
+one query are not independent evidence, so counting them as such would make intervals too narrow.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+
+
+def bootstrap_ci(values: Sequence[float] | np.ndarray, seed: int = 0, resamples: int = RESAMPLES,
+                 confidence: float = CONFIDENCE, statistic=np.mean) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic`` over ``values`` (NaNs dropped), seeded.
+
+    One value or constant values give a zero-width interval at that value; no value gives NaNs.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    if len(values) < 2 or np.ptp(values) == 0:
+        point = float(statistic(values))
+        return point, point
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(values), size=(resamples, len(values)))
+    stats = statistic(values[draws], axis=1) if statistic in (np.mean, np.median) else \
+        np.array([statistic(values[row]) for row in draws])
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(stats, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def per_query_means(records: pd.DataFrame) -> pd.DataFrame:
+    """Mean of each (metric, pairing, query) over its samples, skipped values left out.
+
+    Columns: ``metric, pairing, query_id, value`` (one row per query that has at least one value).
+    """
+    kept = records[np.isfinite(records["value"].to_numpy(dtype=np.float64))]
+    return kept.groupby(["metric", "pairing", "query_id"], sort=True)["value"].mean().reset_index()
+
+
+def summarize_records(records: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """The default summary of one plugin's records: per (metric, pairing) the mean over queries of
+    each query's mean over samples, its 95% bootstrap CI, the number of queries and of skipped values.
+
+    Columns: ``metric, pairing, mean, ci_low, ci_high, n_queries, n_skipped``.
+    """
+    rows = []
+    skipped = records[records["skip_reason"].astype(str) != ""].groupby(["metric", "pairing"]).size()
+    means = per_query_means(records)
+    groups = records[["metric", "pairing"]].drop_duplicates().sort_values(["metric", "pairing"])
+    for metric, pairing in groups.itertuples(index=False):
+        values = means.loc[(means["metric"] == metric) & (means["pairing"] == pairing), "value"].to_numpy()
+        low, high = bootstrap_ci(values, seed=seed)
+        rows.append({"metric": metric, "pairing": pairing,
+                     "mean": float(values.mean()) if len(values) else float("nan"),
+                     "ci_low": low, "ci_high": high, "n_queries": int(len(values)),
+                     "n_skipped": int(skipped.get((metric, pairing), 0))})
+    return pd.DataFrame(rows, columns=["metric", "pairing", "mean", "ci_low", "ci_high", "n_queries", "n_skipped"])
+
+
+def paired_difference(a: pd.Series, b: pd.Series, seed: int = 0) -> dict[str, float]:
+    """Mean of ``b - a`` over the index both share (e.g. per-query means of two checkpoints) with its
+    bootstrap CI: did B improve on A on the same queries?"""
+    shared = a.index.intersection(b.index)
+    diff = (b.loc[shared] - a.loc[shared]).to_numpy(dtype=np.float64)
+    low, high = bootstrap_ci(diff, seed=seed)
+    return {"mean": float(diff.mean()) if len(diff) else float("nan"), "ci_low": low, "ci_high": high,
+            "n": int(len(diff))}
+
+
+def equal_error_threshold(same: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+    """The similarity threshold where the false-reject rate on ``same`` (pairs that should match)
+    equals the false-accept rate on ``other``; returns (threshold, equal error rate).
+
+    Candidates are the observed similarities; the one minimising |FRR - FAR| is taken.
+    """
+    same, other = np.sort(np.asarray(same, np.float64)), np.sort(np.asarray(other, np.float64))
+    if len(same) == 0 or len(other) == 0:
+        return float("nan"), float("nan")
+    candidates = np.unique(np.concatenate([same, other]))
+    frr = np.searchsorted(same, candidates, side="left") / len(same)  # same-place pairs below the threshold
+    far = 1.0 - np.searchsorted(other, candidates, side="left") / len(other)  # other-place pairs at or above
+    best = int(np.argmin(np.abs(frr - far)))
+    return float(candidates[best]), float((frr[best] + far[best]) / 2.0)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (NaN pairs dropped; NaN with fewer than 3 pairs or no variation)."""
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    if keep.sum() < 3 or np.ptp(x[keep]) == 0 or np.ptp(y[keep]) == 0:
+        return float("nan")
+    return float(spearmanr(x[keep], y[keep]).statistic)
