@@ -3,14 +3,16 @@
 A 30-minute CPU run of ``configs/ldm/synthcity.yaml`` is one data point; this script compares many
 variants *step-matched* to that CPU budget: each autoencoder and LDM variant in the plan trains for
 the number of optimizer steps it reaches on the 2-core CPU in its budget (measured there and written
-into the plan), so a fast accelerator answers in minutes what the CPU answers in hours, and the
-winner is then confirmed on the CPU with ``benchmarks/ldm_synthcity_quality.py``.
+into the plan), so a fast accelerator answers in minutes what the CPU answers in hours.
 
-Per autoencoder: held-out PSNR and the *reconstruction ceiling* (recall@1 of queries passed through
-the autoencoder: no LDM on it can do better). Per LDM variant and guidance scale: recall@1 of the
-generations used as queries, beside the originals' recall@1, chance and that ceiling, and the paired
-vs other-place descriptor cosine. Rows are appended to ``results.csv`` as they finish, so a run cut
-short keeps what it measured; ``--budget-minutes`` skips what would not finish (said in the table).
+Choices are made on the world's *validation places* (``val/queries`` against ``val/database``),
+never on the test places, and everything is measured with the product (``geoxai sample`` +
+``geoxai evaluate --plugins recall``). Per autoencoder: validation PSNR and the *reconstruction
+ceiling* (recall@1 of the validation queries passed through the autoencoder: no LDM on it can do
+better). Per LDM variant and guidance scale: recall@1 of the generations, beside the originals',
+chance and that ceiling, and the descriptor cosine beside the other-place (shuffled) one. Every
+variant sets its conditioning mode explicitly. Rows are appended to ``results.csv`` as they finish,
+so a run cut short keeps what it measured; ``--budget-minutes`` skips what would not finish.
 
     python benchmarks/ldm_synthcity_sweep.py --plan benchmarks/ldm_synthcity_sweep.yaml --out runs/bench/sweep
 """
@@ -19,24 +21,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+import pandas as pd
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ldm_synthcity_quality import evaluate, reconstruction_recall, subset_queries  # noqa: E402
 
-
-def exact_search(database: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact L2 k-NN with numpy (the same neighbours as faiss IndexFlatL2; no faiss needed)."""
-    distances = (queries ** 2).sum(1)[:, None] - 2 * queries @ database.T + (database ** 2).sum(1)[None]
-    order = np.argsort(distances, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(distances, order, axis=1), order
+def recall_row(eval_folder: Path) -> dict[str, float]:
+    """recall@1 (generated, originals = reference, chance) and cosines from an EVAL folder's summary."""
+    summary = pd.read_csv(eval_folder / "summary.csv")
+    t = summary[summary.plugin == "recall"].set_index(["metric", "pairing"])["mean"]
+    return {"recall@1_generated": float(t["recall@1", "generated"]), "recall@1_original": float(t["recall@1", "reference"]),
+            "recall@1_chance": float(t["recall@1", "chance"]), "cosine_paired": float(t["cosine", "generated"]),
+            "cosine_other_place": float(t["cosine", "shuffled"])}
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
@@ -49,11 +48,12 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
     atomic_write_text(path, frame.to_csv(index=False, float_format="%.4g"))
 
 
-def train_autoencoders(plan: dict[str, Any], args: argparse.Namespace, embedder: Any, device: torch.device,
-                       queries: list[Path], deadline: float) -> dict[str, dict[str, Any]]:
+def train_autoencoders(plan: dict[str, Any], args: argparse.Namespace, embedder_spec: dict[str, Any],
+                       deadline: float) -> dict[str, dict[str, Any]]:
     from geoxai.config import load_config
-    from geoxai.ldm.autoencoder import load_autoencoder
+    from geoxai.evaluation.runner import evaluate
     from geoxai.ldm.autoencoder_training import train
+    from geoxai.ldm.reconstruction import write_reconstruction_run
 
     results = {}
     for name, variant in plan["autoencoders"].items():
@@ -67,8 +67,11 @@ def train_autoencoders(plan: dict[str, Any], args: argparse.Namespace, embedder:
                                                         f"trainer.max_steps={variant['steps']}", "trainer.max_time=null"]))
             print(f"[autoencoder {name}] trained {variant['steps']} steps in {time.time() - started:.0f} s")
         metrics = json.loads((folder / "metrics.json").read_text())
-        vae = load_autoencoder({"path": str(folder / "vae")})
-        ceiling = reconstruction_recall(vae, queries, args.world, embedder, device, args.batch_size, exact_search)
+        write_reconstruction_run({"path": str(folder / "vae")}, args.world / "val" / "queries", folder / "reconstruction",
+                                 int(metrics.get("image_size", 128)), device=args.device)
+        evaluate(folder / "reconstruction", "recall", folder / "reconstruction-eval", database=args.world / "val" / "database",
+                 embedder_spec=embedder_spec, device=args.device, progress=False)
+        ceiling = {"recall@1_reconstruction": recall_row(folder / "reconstruction-eval")["recall@1_generated"]}
         results[name] = {"path": folder / "vae", "latent_channels": metrics["latent_channels"], **ceiling}
         append_row(args.out / "results.csv", {"kind": "autoencoder", "variant": name, "steps": metrics["steps"],
                                               "psnr_db": metrics["psnr_db"], **ceiling})
@@ -83,7 +86,6 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=Path("configs/ldm/synthcity.yaml"))
     parser.add_argument("--autoencoder-config", type=Path, default=Path("configs/autoencoder/synthcity.yaml"))
     parser.add_argument("--world", type=Path, default=Path("worlds/synthcity"))
-    parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--guidance", default="1,3", help="guidance scales to sample with, comma-separated")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -94,9 +96,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from geoxai.config import load_config
-    from geoxai.data.vpr import list_images
-    from geoxai.devices import resolve_device
-    from geoxai.embedders import from_spec
+    from geoxai.evaluation.runner import evaluate
     from geoxai.ldm.sampling import sample_run
     from geoxai.ldm.training import train
 
@@ -105,13 +105,10 @@ def main() -> None:
     for section in ("autoencoders", "ldm"):
         for variant in plan[section].values():
             variant["steps"] = max(1, round(variant["steps"] * args.step_scale))
-    device = resolve_device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     base = load_config(args.config)
-    embedder = from_spec(base["embedder"]).to(device).eval()
-    query_folder = subset_queries(args.world, args.queries, args.out)
-    queries = list_images(query_folder)
-    autoencoders = train_autoencoders(plan, args, embedder, device, queries, deadline)
+    query_folder, database = args.world / "val" / "queries", args.world / "val" / "database"
+    autoencoders = train_autoencoders(plan, args, base["embedder"], deadline)
     best = max(autoencoders, key=lambda n: autoencoders[n]["recall@1_reconstruction"])
     print(f"best autoencoder by reconstruction recall: {best}")
 
@@ -136,8 +133,10 @@ def main() -> None:
         for guidance in [float(g) for g in args.guidance.split(",")]:
             run_folder = folder / f"generations_g{guidance:g}"
             sample_run(checkpoint, query_folder, run_folder, samples=args.samples, sampler="dpm++", steps=20,
-                       guidance=guidance, batch_size=args.batch_size, device=str(device))
-            result = evaluate(run_folder, args.world, embedder, device, args.batch_size, exact_search)
+                       guidance=guidance, batch_size=args.batch_size, device=args.device)
+            evaluate(run_folder, "recall", folder / f"eval_g{guidance:g}", database=database, device=args.device,
+                     progress=False)
+            result = recall_row(folder / f"eval_g{guidance:g}")
             row = {"kind": "ldm", "variant": name, "autoencoder": ae_name, "steps": variant["steps"],
                    "train_seconds": round(seconds, 1), "guidance": guidance,
                    "overrides": " ".join(variant.get("overrides", [])),

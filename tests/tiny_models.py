@@ -76,3 +76,24 @@ def write_queries(folder: Path, count: int = 5) -> Path:
         where.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 255, (20 + 2 * i, 24, 3), dtype=np.uint8)).save(where.with_suffix(".png"))
     return folder
+
+
+class LayoutEmbedder(Embedder):
+    """A hand-made place descriptor for tests: the 8x8 grayscale layout of the image, standardised per
+    image, so global brightness and contrast changes (most of SynthCity's lighting) barely move it while
+    another place's facades do. Deterministic, no weights."""
+
+    name = "layout"
+
+    def __init__(self, image_size: int = 64, device: str = "cpu") -> None:
+        super().__init__()
+        self.image_size, self.dim = int(image_size), 64
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        gray = resize_center_crop(images.to(self.device), self.image_size).mean(dim=1, keepdim=True)
+        thumbs = F.adaptive_avg_pool2d(gray, 8).flatten(1)
+        thumbs = (thumbs - thumbs.mean(dim=1, keepdim=True)) / (thumbs.std(dim=1, keepdim=True) + 1e-6)
+        return F.normalize(thumbs, dim=1)
+
+    def spec(self) -> dict:
+        return {"name": f"{__file__}:LayoutEmbedder", "image_size": self.image_size}

@@ -387,7 +387,7 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
     work: list[tuple[str, dict[str, Any], list[str]]] = []
     for kind, options in provider_options.items():
         wanted = set(images)
-        if kind == "descriptor" and "database" in needs and db is not None:
+        if kind == "descriptor" and db is not None:  # retrieval (recall) and top-1 checks (lighting probe)
             wanted |= set(db.paths)
         work.append((kind, options, sorted(str(p) for p in wanted)))
     store = store or ArtifactStore()

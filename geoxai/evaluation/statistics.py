@@ -30,9 +30,13 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, seed: int = 0, resamples:
         point = float(statistic(values))
         return point, point
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(values), size=(resamples, len(values)))
-    stats = statistic(values[draws], axis=1) if statistic in (np.mean, np.median) else \
-        np.array([statistic(values[row]) for row in draws])
+    chunk = max(1, 4_000_000 // len(values))  # bounded memory: chunk x n indices at a time
+    parts = []
+    for start in range(0, resamples, chunk):
+        draws = rng.integers(0, len(values), size=(min(chunk, resamples - start), len(values)))
+        parts.append(statistic(values[draws], axis=1) if statistic in (np.mean, np.median) else
+                     np.array([statistic(values[row]) for row in draws]))
+    stats = np.concatenate(parts)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(stats, [alpha, 1.0 - alpha])
     return float(low), float(high)
@@ -81,16 +85,20 @@ def equal_error_threshold(same: np.ndarray, other: np.ndarray) -> tuple[float, f
     """The similarity threshold where the false-reject rate on ``same`` (pairs that should match)
     equals the false-accept rate on ``other``; returns (threshold, equal error rate).
 
-    Candidates are the observed similarities; the one minimising |FRR - FAR| is taken.
+    Candidate thresholds lie halfway between consecutive observed similarities; among those minimising
+    |FRR - FAR| the middle one is taken (for separable sets, the middle of the gap).
     """
     same, other = np.sort(np.asarray(same, np.float64)), np.sort(np.asarray(other, np.float64))
     if len(same) == 0 or len(other) == 0:
         return float("nan"), float("nan")
-    candidates = np.unique(np.concatenate([same, other]))
+    values = np.unique(np.concatenate([same, other]))
+    candidates = np.concatenate([values[:1], (values[1:] + values[:-1]) / 2.0, values[-1:]])  # between observations
     frr = np.searchsorted(same, candidates, side="left") / len(same)  # same-place pairs below the threshold
     far = 1.0 - np.searchsorted(other, candidates, side="left") / len(other)  # other-place pairs at or above
-    best = int(np.argmin(np.abs(frr - far)))
-    return float(candidates[best]), float((frr[best] + far[best]) / 2.0)
+    gap = np.abs(frr - far)
+    best = np.flatnonzero(gap == gap.min())  # separable sets: every threshold in the gap; take its middle
+    threshold = (candidates[best[0]] + candidates[best[-1]]) / 2.0 if len(best) > 1 else candidates[best[0]]
+    return float(threshold), float((frr[best[0]] + far[best[0]]) / 2.0)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:

@@ -141,6 +141,7 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
         "samples": int(samples),
         "embedder": dict(config["embedder"]), "autoencoder": dict(config["autoencoder"]),
         "identities": dict(components.identities),
+        "protocol": str(config.get("protocol") or "unknown (trained before protocols were recorded)"),
         "queries": str(queries), "image_size": image_size,
     }
     run = GenerationRun.create(out, settings, resume=True)

@@ -316,17 +316,9 @@ def metric_tables(evaluations: Sequence[Evaluation]) -> tuple[Table, list[Table]
 def bootstrap_mean_ci(values: np.ndarray, n_boot: int = 10_000, seed: int = 0,
                       level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean (resampling queries), seeded so a report is reproducible."""
-    values = np.asarray(values, dtype=np.float64)
-    n = len(values)
-    rng = np.random.default_rng(seed)
-    chunk = max(1, 4_000_000 // max(n, 1))  # bound memory: chunk x n indices at a time
-    means = []
-    for start in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - start)
-        means.append(values[rng.integers(0, n, size=(size, n))].mean(axis=1))
-    alpha = (1 - level) / 2
-    low, high = np.quantile(np.concatenate(means), [alpha, 1 - alpha])
-    return float(low), float(high)
+    from geoxai.evaluation.statistics import bootstrap_ci
+
+    return bootstrap_ci(values, seed=seed, resamples=n_boot, confidence=level)
 
 
 def _keyed_means(evaluation: Evaluation, plugin: str, metric: str) -> pd.Series:
