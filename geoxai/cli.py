@@ -305,9 +305,15 @@ def sample(checkpoint: Path, queries: Path, samples: int, sampler: str, steps: i
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the shuffled pairing and of the bootstrap.")
 @click.option("--radius", default=25.0, show_default=True, type=float, help="Same-place radius in metres.")
 @click.option("--label", default=None, help="Name of this evaluation in reports. [default: the --out folder's name]")
+@click.option("--segmenter", default=None,
+              help="Segmenter for plugins that read label maps (see `geoxai segmenters`): groundtruth, synthcity, "
+                   "hf, ... [default: none]")
+@click.option("--segmenter-config", type=click.Path(path_type=Path), default=None,
+              help="YAML spec of the segmenter ({name: hf, model: ...}); replaces --segmenter. [default: none]")
 def evaluate(run: Path, plugins: str, out: Path, database: Path | None, embedder: str, embedder_config: Path | None,
              backbone: str | None, dim: int | None, weights: str | None, image_size: int | None, batch_size: int,
-             device: str, devices: int, num_nodes: int, seed: int, radius: float, label: str | None) -> None:
+             device: str, devices: int, num_nodes: int, seed: int, radius: float, label: str | None,
+             segmenter: str | None, segmenter_config: Path | None) -> None:
     """Score a GenerationRun with plugins; every metric beside its shuffled (chance) and reference baselines.
 
     RUN is a GenerationRun folder (`geoxai sample`, `geoxai data synthcity-run`, or any generator's).
@@ -322,9 +328,16 @@ def evaluate(run: Path, plugins: str, out: Path, database: Path | None, embedder
         or embedder != "cosplace"
     spec = embedder_spec(embedder, embedder_config, backbone=backbone, dim=dim, weights=weights,
                          image_size=image_size) if options_given else None
+    segmenter_spec = None
+    if segmenter_config is not None:
+        from geoxai.segmentation.base import read_segmenter_spec
+
+        segmenter_spec = read_segmenter_spec(segmenter_config)
+    elif segmenter is not None:
+        segmenter_spec = {"name": segmenter}
     result = run_evaluation(run, plugins, out, database=database, embedder_spec=spec, batch_size=batch_size,
                             device=device, devices=devices, num_nodes=num_nodes, seed=seed, radius=radius,
-                            progress=True, label=label)
+                            progress=True, label=label, segmenter_spec=segmenter_spec)
     click.echo(result.format())
     status = exit_status(result)
     if status:
@@ -338,6 +351,14 @@ def plugins_command() -> None:
     from geoxai.evaluation.discovery import describe_plugins
 
     click.echo(describe_plugins())
+
+
+@cli.command("segmenters")
+def segmenters_command() -> None:
+    """List the installed segmenter backends: the canonical classes each can express, licence, inference."""
+    from geoxai.segmentation.base import describe_segmenters
+
+    click.echo(describe_segmenters())
 
 
 # -------------------------------------------------------------------------------------- report

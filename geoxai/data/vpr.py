@@ -228,7 +228,7 @@ def radius_positives(database_utm: np.ndarray, queries_utm: np.ndarray, radius: 
     from sklearn.neighbors import NearestNeighbors
 
     if not radius >= 0:
-        raise GeoxaiError(f"radius must be a distance in metres >= 0 (got {radius})")
+        raise GeoxaiError(f"--radius {radius}: must be a distance in metres >= 0")
     if len(queries_utm) == 0:
         return []
     knn = NearestNeighbors().fit(np.asarray(database_utm, dtype=np.float64))
@@ -250,7 +250,7 @@ class VPRTestSet:
             raise GeoxaiError(f"{self.folder}: no {' or '.join(m + '/' for m in missing)} folder; "
                               "a VPR test set has database/ and queries/ subfolders of images")
         if not radius >= 0:
-            raise GeoxaiError(f"radius must be a distance in metres >= 0 (got {radius})")
+            raise GeoxaiError(f"--radius {radius}: must be a distance in metres >= 0")
         self.labels = labels
         self.radius = float(radius)
         self.database_paths: list[Path] = list_images(self.folder / "database")

@@ -98,10 +98,61 @@ class LabArtifact:
                                   progress=progress, desc=desc, shard=shard)
 
 
+class SegmentationArtifact:
+    """Label maps (canonical ids, uint8 [H, W]) of the evaluation's segmenter, one per image content."""
+
+    kind = "segmentation"
+
+    def __init__(self, segmenter_spec: Mapping[str, Any], batch_size: int = 16, device: str = "auto") -> None:
+        self.segmenter_spec, self.batch_size, self.device = dict(segmenter_spec), int(batch_size), device
+        self._segmenter = None
+
+    @property
+    def segmenter(self) -> Any:
+        if self._segmenter is None:
+            from geoxai.segmentation.base import from_spec
+
+            self._segmenter = from_spec(self.segmenter_spec, device=self.device)
+        return self._segmenter
+
+    def compute(self, paths: Sequence[Path], store: ArtifactStore, shard: tuple[int, int] = (0, 1),
+                progress: bool = True, desc: str = "segmentation") -> ImageArtifacts:
+        from tqdm.auto import tqdm
+
+        from geoxai.data.digests import file_digests
+
+        segmenter = self.segmenter
+        namespace = store.namespace(self.kind, segmenter.identity(), {"inference": segmenter.inference, "version": 1})
+        paths = [Path(p) for p in paths]
+        keys = file_digests(paths, progress=progress, store=store)
+        first: dict[str, Path] = {}
+        for path, key in zip(paths, keys):
+            first.setdefault(key, path)
+        rank, world = shard
+        todo = namespace.missing(keys)[rank::world]
+        skipped: dict[str, str] = {}
+        computed = 0
+        with tqdm(total=len(todo), desc=desc, unit="img", disable=not progress or rank != 0) as bar:
+            for start in range(0, len(todo), self.batch_size):
+                batch = todo[start:start + self.batch_size]
+                maps = segmenter.segment_files([first[k] for k in batch])
+                done = {k: m for k, m in zip(batch, maps) if m is not None}
+                skipped.update({k: f"{first[k]}: unreadable image (the segmenter could not read it)"
+                                for k, m in zip(batch, maps) if m is None})
+                namespace.put_many(done)
+                computed += len(done)
+                bar.update(len(batch))
+        values = {k: namespace.get(k) for k in dict.fromkeys(keys) if k not in skipped and k in namespace}
+        unreadable = [(path, skipped[key]) for path, key in zip(paths, keys) if key in skipped]
+        return ImageArtifacts(keys=keys, values=values, skipped=unreadable, computed=computed)
+
+
 def provider(kind: str, **options: Any) -> Any:
-    """The provider of ``kind`` (``descriptor``, ``lab``); segmentations come with their backend."""
+    """The provider of ``kind`` (``descriptor``, ``lab``, ``segmentation``) built from its options."""
     if kind == "descriptor":
         return DescriptorArtifact(**options)
     if kind == "lab":
         return LabArtifact(**{k: v for k, v in options.items() if k in ("batch_size", "num_workers")})
+    if kind == "segmentation":
+        return SegmentationArtifact(**options)
     raise KeyError(kind)

@@ -46,6 +46,7 @@ class EvaluationContext:
     digests: dict[Path, str]  # every image of the evaluation -> its content digest
     database: Database | None = None
     embedder_provider: Any = None  # a DescriptorArtifact (gives the embedder for probes)
+    segmenter: Any = None  # the evaluation's segmenter, when a plugin needs segmentations
     run_settings: Mapping[str, Any] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
     image_cache_bytes: int = 2 << 30
@@ -84,6 +85,10 @@ class EvaluationContext:
             if value is not None:
                 out[row] = value
         return out
+
+    def segmentation(self, path: str | Path) -> np.ndarray | None:
+        """The canonical label map (uint8 [H, W]) of one image from the evaluation's segmenter."""
+        return self.artifact("segmentation", path)
 
     def descriptors(self, paths: Sequence[str | Path]) -> np.ndarray:
         """L2-normalised descriptors [N, dim] of ``paths`` (NaN rows for unreadable images)."""

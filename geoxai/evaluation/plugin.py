@@ -93,6 +93,7 @@ class Plugin:
     pairings: ClassVar[tuple[str, ...]] = PAIRINGS
     metrics: ClassVar[Mapping[str, Metric]] = {}
     models: ClassVar[tuple[Model, ...]] = ()
+    segmentation_classes: ClassVar[tuple[int, ...]] = ()  # canonical ids the segmenter must express
 
     def score(self, pairs: list[Pair], ctx: EvaluationContext) -> Iterable[Mapping[str, Any]]:
         """One record per pair (``pair.record(metric=value, ...)``)."""
@@ -115,6 +116,7 @@ class Plugin:
             where = f"{cls.__module__}.{cls.__qualname__}"
         return {"name": cls.name, "version": str(cls.version), "description": cls.description,
                 "needs": list(cls.needs), "pairings": list(cls.pairings),
+                "segmentation_classes": list(cls.segmentation_classes),
                 "metrics": {k: {"definition": m.definition, "higher_is_better": m.higher_is_better, "unit": m.unit}
                             for k, m in cls.metrics.items()},
                 "models": [{"name": m.name, "licence": m.licence, "source": m.source} for m in cls.models],

@@ -277,7 +277,8 @@ def compute_sharded(work: list[tuple[str, dict[str, Any], list[str]]], store_roo
 def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, database: str | Path | None = None,
              embedder_spec: Mapping[str, Any] | None = None, batch_size: int = 32, device: str = "auto",
              devices: int = 1, num_nodes: int = 1, seed: int = 0, radius: float = 25.0, store: Any = None,
-             progress: bool = True, num_workers: int | None = None, label: str | None = None) -> EvaluationResult:
+             progress: bool = True, num_workers: int | None = None, label: str | None = None,
+             segmenter_spec: Mapping[str, Any] | None = None) -> EvaluationResult:
     """Evaluate the GenerationRun ``run`` with ``plugins`` into the EVAL folder ``out`` (see module doc)."""
     import geoxai
     from geoxai.files import make_folder, writable_folder
@@ -350,13 +351,27 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
         provider_options["descriptor"] = {"embedder_spec": spec, "batch_size": batch_size, "num_workers": num_workers}
     if "lab" in needs:
         provider_options["lab"] = {"batch_size": batch_size}
-    unsupported = sorted(needs - {"descriptor", "database", "image", "lab"})
-    if unsupported:
-        raise GeoxaiError(f"plugins need artifacts this installation cannot compute yet: {', '.join(unsupported)}")
+    segmentation_provider = None
+    segmenter_identity = None
+    if "segmentation" in needs:
+        users = [cls.name for cls in classes.values() if "segmentation" in cls.needs]
+        if segmenter_spec is None:
+            raise GeoxaiError(f"plugin {users[0]} needs --segmenter NAME (see `geoxai segmenters`): groundtruth for "
+                              "SynthCity worlds and reference runs, synthcity for generated SynthCity images, hf for photos")
+        from geoxai.evaluation.artifacts import SegmentationArtifact
+        from geoxai.segmentation.base import check_classes
+
+        segmentation_provider = SegmentationArtifact(segmenter_spec, batch_size=batch_size, device=device)
+        for cls in classes.values():
+            if "segmentation" in cls.needs:
+                check_classes(segmentation_provider.segmenter, cls.name, cls.segmentation_classes)
+        segmenter_identity = segmentation_provider.segmenter.identity()
+        provider_options["segmentation"] = {"segmenter_spec": dict(segmenter_spec), "batch_size": batch_size}
 
     # the EVAL folder: one run, one set of settings
     state = {"format": FORMAT, "run": str(run_root), "run_identity": reader.identity(),
              "embedder": embedder_identity, "embedder_spec": spec if embedder_identity else None,
+             "segmenter": segmenter_identity,
              "database": str(Path(database).resolve()) if database is not None else None,
              "seed": int(seed), "radius": float(radius)}
     state_path = out / STATE_FILE
@@ -367,12 +382,17 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
                               "for this run")
         differing = _settings_differences({k: old.get(k) for k in state if k != "embedder_spec"},
                                           {k: v for k, v in state.items() if k != "embedder_spec"})
-        differing = [d for d in differing if not (d.startswith("embedder ") and old.get("embedder") is None)]
+        differing = [d for d in differing if not any(d.startswith(f"{k} ") and old.get(k) is None
+                                                     for k in ("embedder", "segmenter"))]
+        differing = [d for d in differing if not any(d.startswith(f"{k} ") and state.get(k) is None
+                                                     for k in ("embedder", "segmenter"))]
         if differing:
             raise GeoxaiError(f"--out {out} was evaluated with other settings: {'; '.join(differing)}; use a new --out "
                               "or the same settings")
         if old.get("embedder") and not state["embedder"]:
             state["embedder"], state["embedder_spec"] = old["embedder"], old.get("embedder_spec")
+        if old.get("segmenter") and not state["segmenter"]:
+            state["segmenter"] = old["segmenter"]
     elif out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
         raise GeoxaiError(f"--out {out} is not empty and holds no evaluation; choose a new or empty folder")
     writable_folder(out, "--out")
@@ -401,7 +421,8 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
     for kind, options, paths in work:
         from geoxai.evaluation.artifacts import provider as make_provider
 
-        artifact_provider = descriptor_provider if kind == "descriptor" else make_provider(kind, **options)
+        artifact_provider = {"descriptor": descriptor_provider, "segmentation": segmentation_provider}.get(kind) \
+            or make_provider(kind, **options)
         found = artifact_provider.compute([Path(p) for p in paths], store, progress=progress, desc=kind)
         artifacts[kind] = found.values
         digests.update(zip((Path(p) for p in paths), found.keys))
@@ -420,7 +441,8 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
             pairs[pairing] = [p for p in pairs[pairing] if p.original not in unreadable and p.other not in unreadable]
 
     ctx = EvaluationContext(seed=int(seed), artifacts=artifacts, digests=digests, database=db,
-                            embedder_provider=descriptor_provider, run_settings=dict(reader.settings))
+                            embedder_provider=descriptor_provider, run_settings=dict(reader.settings),
+                            segmenter=segmentation_provider.segmenter if segmentation_provider else None)
     if outcomes_note:
         ctx.notice(outcomes_note)
     if reader.missing:
@@ -455,7 +477,9 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
         "config": {"plugins": names, "database": state["database"], "seed": int(seed), "radius": float(radius),
                    "batch_size": int(batch_size), "devices": int(devices), "num_nodes": int(num_nodes),
                    "pairs": {k: len(v) for k, v in pairs.items()}},
-        "backends": {"embedder": {"spec": state["embedder_spec"], "identity": state["embedder"]}},
+        "backends": {"embedder": {"spec": state["embedder_spec"], "identity": state["embedder"]},
+                     "segmenter": ({**segmentation_provider.segmenter.describe(), "identity": segmenter_identity}
+                                   if segmentation_provider else None)},
         "versions": _versions(),
         "plugins": plugin_infos,
         "summary": json.loads(summary.to_json(orient="records")),

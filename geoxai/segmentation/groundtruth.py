@@ -1,0 +1,58 @@
+"""``groundtruth``: SynthCity's own label maps, read from disk instead of predicted.
+
+A SynthCity world keeps the label map of ``<world>/<split>/<name>.png`` at
+``<world>/labels/<split>/<name>.png``; a reference run keeps the map of ``<run>/samples/q/s.png`` at
+``<run>/labels/samples/q/s.png``. The rule is the same — for an image at ``<root>/<relative path>``
+the map is at ``<root>/labels/<relative path>`` — so the backend walks up from each image to the
+first folder that holds such a file. It is exact, so it is what the plugins are checked with; an
+image without a label map (a generation of a trained model) is an error that says to use a
+predicting backend (``synthcity``, ``hf``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from geoxai.errors import GeoxaiError
+from geoxai.segmentation.base import Segmenter
+
+
+def label_path(image: str | Path) -> Path | None:
+    """Where the ground-truth label map of ``image`` lives, or None when there is none."""
+    image = Path(image).resolve()
+    for root in image.parents:
+        candidate = root / "labels" / image.relative_to(root)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class GroundTruthSegmenter(Segmenter):
+    """Label maps written beside the images (SynthCity worlds and reference runs)."""
+
+    name = "groundtruth"
+    licence = "exact (rendered with the images)"
+    inference = "read from labels/ beside the images"
+
+    def __init__(self) -> None:
+        pass
+
+    def segment(self, images: Any) -> Any:
+        raise GeoxaiError("the groundtruth segmenter reads label maps of files; it cannot segment pixels")
+
+    def segment_files(self, paths: Sequence[Path]) -> list[np.ndarray | None]:
+        from PIL import Image
+
+        out: list[np.ndarray | None] = []
+        for path in paths:
+            found = label_path(path)
+            if found is None:
+                raise GeoxaiError(f"--segmenter groundtruth: {path} has no label map (looked for labels/<its path> in "
+                                  "the folders above it); ground truth exists for SynthCity worlds and reference runs: "
+                                  "segment other images with a predicting backend (e.g. --segmenter synthcity)")
+            with Image.open(found) as label:
+                out.append(np.asarray(label, dtype=np.uint8).copy())
+        return out
