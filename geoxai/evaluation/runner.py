@@ -571,9 +571,14 @@ def _collect(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         name = info_file.stem
         if (folder / f"{name}.parquet").is_file() and (folder / f"{name}.summary.csv").is_file():
             records.append(pd.read_parquet(folder / f"{name}.parquet"))
-            summaries.append(pd.read_csv(folder / f"{name}.summary.csv", keep_default_na=True))
+            summaries.append(pd.read_csv(folder / f"{name}.summary.csv", dtype={"higher_is_better": object,
+                                                                                "definition": object}))
     record_frame = pd.concat(records, ignore_index=True) if records else pd.DataFrame(columns=list(RECORD_COLUMNS))
     summary_frame = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+    if "higher_is_better" in summary_frame:  # True / False / None, never 1.0 / 0.0 after a concat
+        summary_frame["higher_is_better"] = [{"true": True, "false": False}.get(str(v).strip().lower())
+                                             for v in summary_frame["higher_is_better"]]
+        summary_frame["higher_is_better"] = summary_frame["higher_is_better"].astype(object)
     if "skip_reason" in record_frame:
         record_frame["skip_reason"] = record_frame["skip_reason"].fillna("").astype(str)
     return record_frame, summary_frame

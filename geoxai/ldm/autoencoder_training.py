@@ -94,25 +94,31 @@ def build_autoencoder(model: Mapping[str, Any]) -> AutoencoderKL:
         norm_num_groups=int(model["norm_num_groups"]), mid_block_add_attention=bool(model["mid_block_add_attention"]))
 
 
+_LPIPS_WARNED: set[str] = set()  # reasons already warned about in this process
+
+
 def _lpips(weight: float) -> tuple[torch.nn.Module | None, str]:
-    """torchmetrics' LPIPS when its backbone weights are available offline, else None and why."""
+    """torchmetrics' LPIPS (VGG) when its backbone weights are in the torch hub cache, else None and
+    why (warned once per process): training goes on with L1 + KL rather than downloading."""
     if weight <= 0:
         return None, "off (loss.lpips_weight: 0)"
+    from geoxai.evaluation.perceptual import PerceptualUnavailable, lpips_model
+
     try:
-        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
-
-        from geoxai.weights import weights_only_loads
-
-        with weights_only_loads():  # torchvision's VGG weights come from the torch hub cache
-            metric = LearnedPerceptualImagePatchSimilarity(net_type="vgg", normalize=False)
+        metric = lpips_model("vgg")
+    except PerceptualUnavailable as exc:
+        reason = f"skipped: LPIPS unavailable ({exc})"
     except GeoxaiError:
         raise
-    except Exception as exc:  # missing weights without network, missing optional packages
+    except Exception as exc:  # missing optional packages, an unreadable cached file
         text = str(exc).strip().splitlines()
         reason = f"skipped: LPIPS unavailable ({text[0] if text else type(exc).__name__})"
+    else:
+        return metric, "on"
+    if reason not in _LPIPS_WARNED:
+        _LPIPS_WARNED.add(reason)
         warnings.warn(f"autoencoder: {reason}; training with L1 + KL only", stacklevel=2)
-        return None, reason
-    return metric.requires_grad_(False), "on"
+    return None, reason
 
 
 class AutoencoderTraining(pl.LightningModule):
@@ -287,6 +293,7 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
                "latent_std": round(std, 5), "scaling_factor": float(vae.config.scaling_factor),
                "downsampling_factor": 2 ** (len(vae.config.block_out_channels) - 1),
                "latent_channels": int(vae.config.latent_channels), "steps": int(trainer.global_step),
+               "image_size": int(data["image_size"]), "protocol": config["protocol"],
                "lpips": module.lpips_status}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     stage_info(f"autoencoder: held-out reconstruction PSNR {metrics['psnr_db']:.2f} dB on {metrics['val_images']} images "
