@@ -262,57 +262,11 @@ class LightingPlugin(Plugin):
 
 
 def spearman_row(records: pd.DataFrame, pairing: str, seed: int) -> dict[str, Any] | None:
-    """The summary row of Spearman's rho (abs_delta_L vs cosine) over one pairing's pairs; None for a
-    baseline pairing with fewer than ``MIN_QUERIES`` queries (generated always gets a row, NaN if undefined)."""
-    from geoxai.evaluation.statistics import CONFIDENCE, RESAMPLES, spearman
+    """The summary row of Spearman's rho (abs_delta_L vs cosine) over one pairing's pairs, with a CI from
+    a bootstrap over queries; None for a baseline pairing with too few queries."""
+    from geoxai.evaluation.statistics import rank_correlation_row
 
-    sub = records[(records["pairing"] == pairing) & records["metric"].isin(["abs_delta_L", "cosine"])]
-    if sub.empty:
-        return None if pairing != "generated" else {
-            "metric": SPEARMAN, "pairing": pairing, "mean": float("nan"), "ci_low": float("nan"),
-            "ci_high": float("nan"), "n_queries": 0, "n_skipped": 0}
-    wide = sub.pivot_table(index=["query_id", "sample"], columns="metric", values="value", aggfunc="mean",
-                           dropna=False)
-    wide = wide.reindex(columns=["abs_delta_L", "cosine"])
-    n_pairs = int(len(sub[["query_id", "sample"]].drop_duplicates()))
-    wide = wide[np.isfinite(wide.to_numpy(dtype=np.float64)).all(axis=1)]
-    queries = wide.index.get_level_values("query_id")
-    names = sorted(set(queries))
-    if len(names) < MIN_QUERIES and pairing != "generated":
-        return None
-    x, y = wide["abs_delta_L"].to_numpy(np.float64), wide["cosine"].to_numpy(np.float64)
-    rho = spearman(x, y) if len(names) >= MIN_QUERIES else float("nan")
-    low = high = float("nan")
-    if np.isfinite(rho):
-        codes = pd.Index(names).get_indexer(queries)
-        members = [np.flatnonzero(codes == i) for i in range(len(names))]
-        rng = np.random.default_rng([int(seed), ("generated", "shuffled", "reference").index(pairing)])
-        picks = rng.integers(0, len(names), (RESAMPLES, len(names)))
-        if len({len(m) for m in members}) == 1:  # as many pairs per query: every draw at once
-            rows = np.stack(members)[picks].reshape(RESAMPLES, -1)
-            draws = _rank_correlation(x[rows], y[rows])
-        else:
-            draws = np.array([_rank_correlation(x[rows], y[rows]) for rows in
-                              (np.concatenate([members[i] for i in pick]) for pick in picks)])
-        if np.isfinite(draws).any():
-            alpha = (1.0 - CONFIDENCE) / 2.0
-            low, high = (float(v) for v in np.nanquantile(draws, [alpha, 1.0 - alpha]))
-    return {"metric": SPEARMAN, "pairing": pairing, "mean": rho, "ci_low": low, "ci_high": high,
-            "n_queries": len(names), "n_skipped": n_pairs - len(wide)}
-
-
-def _rank_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray | float:
-    """``statistics.spearman`` of finite inputs along the last axis (average ranks for ties, then
-    Pearson; NaN below 3 pairs or without variation), for many bootstrap draws at once."""
-    from scipy.stats import rankdata
-
-    rx, ry = rankdata(x, axis=-1), rankdata(y, axis=-1)
-    rx, ry = rx - rx.mean(axis=-1, keepdims=True), ry - ry.mean(axis=-1, keepdims=True)
-    sxx, syy = (rx * rx).sum(axis=-1), (ry * ry).sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rho = (rx * ry).sum(axis=-1) / np.sqrt(sxx * syy)
-    rho = np.where((sxx > 0) & (syy > 0) & (x.shape[-1] >= 3), np.clip(rho, -1.0, 1.0), np.nan)
-    return float(rho) if rho.ndim == 0 else rho
+    return rank_correlation_row(records, "abs_delta_L", "cosine", pairing, seed, SPEARMAN, MIN_QUERIES)
 
 
 def database_descriptors(ctx: Any) -> np.ndarray:

@@ -534,62 +534,6 @@ def segmenter_ceiling(ctx: Any, originals: Iterable[Path], regions: Mapping[str,
     return Ceiling(per, mean, with_truth, len(originals))
 
 
-# ---------------------------------------------------------------------------------- rank correlation
-def rank_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray | float:
-    """Spearman's rho along the last axis (average ranks for ties, then Pearson); NaN below 3 pairs or
-    without variation. Works on many bootstrap draws at once."""
-    from scipy.stats import rankdata
-
-    rx, ry = rankdata(x, axis=-1), rankdata(y, axis=-1)
-    rx, ry = rx - rx.mean(axis=-1, keepdims=True), ry - ry.mean(axis=-1, keepdims=True)
-    sxx, syy = (rx * rx).sum(axis=-1), (ry * ry).sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rho = (rx * ry).sum(axis=-1) / np.sqrt(sxx * syy)
-    rho = np.where((sxx > 0) & (syy > 0) & (np.shape(x)[-1] >= 3), np.clip(rho, -1.0, 1.0), np.nan)
-    return float(rho) if np.ndim(rho) == 0 else rho
-
-
-def rank_correlation_row(records: pd.DataFrame, x: str, y: str, pairing: str, seed: int,
-                         metric: str) -> dict[str, Any] | None:
-    """A summary row: Spearman's rho between metrics ``x`` and ``y`` over the pairing's pairs, with a
-    95% CI from a seeded bootstrap over queries (a query's pairs resampled together). None for a
-    baseline pairing with fewer than ``MIN_QUERIES`` queries; generated always gets a row."""
-    from geoxai.evaluation.statistics import CONFIDENCE, RESAMPLES
-
-    sub = records[(records["pairing"] == pairing) & records["metric"].isin([x, y])]
-    empty = {"metric": metric, "pairing": pairing, "mean": float("nan"), "ci_low": float("nan"),
-             "ci_high": float("nan"), "n_queries": 0, "n_skipped": 0}
-    if sub.empty:
-        return empty if pairing == "generated" else None
-    wide = sub.pivot_table(index=["query_id", "sample"], columns="metric", values="value", aggfunc="mean",
-                           dropna=False).reindex(columns=[x, y])
-    n_pairs = len(wide)
-    wide = wide[np.isfinite(wide.to_numpy(dtype=np.float64)).all(axis=1)]
-    queries = wide.index.get_level_values("query_id")
-    names = sorted(set(queries))
-    if len(names) < MIN_QUERIES:
-        return {**empty, "n_queries": len(names), "n_skipped": n_pairs - len(wide)} if pairing == "generated" else None
-    xs, ys = wide[x].to_numpy(np.float64), wide[y].to_numpy(np.float64)
-    rho = rank_correlation(xs, ys)
-    low = high = float("nan")
-    if np.isfinite(rho):
-        codes = pd.Index(names).get_indexer(queries)
-        members = [np.flatnonzero(codes == i) for i in range(len(names))]
-        rng = np.random.default_rng([int(seed), ("generated", "shuffled", "reference").index(pairing)])
-        picks = rng.integers(0, len(names), (RESAMPLES, len(names)))
-        if len({len(m) for m in members}) == 1:
-            rows = np.stack(members)[picks].reshape(RESAMPLES, -1)
-            draws = rank_correlation(xs[rows], ys[rows])
-        else:
-            draws = np.array([rank_correlation(xs[r], ys[r]) for r in
-                              (np.concatenate([members[i] for i in pick]) for pick in picks)])
-        if np.isfinite(draws).any():
-            alpha = (1.0 - CONFIDENCE) / 2.0
-            low, high = (float(v) for v in np.nanquantile(draws, [alpha, 1.0 - alpha]))
-    return {"metric": metric, "pairing": pairing, "mean": float(rho), "ci_low": low, "ci_high": high,
-            "n_queries": len(names), "n_skipped": n_pairs - len(wide)}
-
-
 # ---------------------------------------------------------------------------------- the plugin base
 class RegionPlugin(Plugin):
     """A semantic plugin: per-class region metrics for ``regions`` plus the subclass's ``compare``.

@@ -28,10 +28,11 @@ from typing import Any
 import pandas as pd
 
 from geoxai.evaluation import Metric, Skip
+from geoxai.evaluation.statistics import rank_correlation_row
 from geoxai.segmentation import labels as L
 from geoxai_plugins.regions import (
     PairMaps, RegionPlugin, appearance_values, class_flip_values, count_values, facade_values,
-    matched_appearance_values, position_values, rank_correlation_row, region_metrics, removal_values,
+    matched_appearance_values, position_values, region_metrics, removal_values,
     segmenter_instance_maps)
 
 DELTA_E = "ΔE00"

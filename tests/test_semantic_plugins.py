@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from skimage.color import deltaE_ciede2000, rgb2lab
 
+import geoxai.evaluation.statistics as S
 from geoxai.data.reference_runs import write_reference_run
 from geoxai.data.synthcity_world import write_world
 from geoxai.errors import GeoxaiError
@@ -213,15 +214,15 @@ def test_rank_correlation_row():
                              "pairing": pairing, "skip_reason": ""})
         return pd.DataFrame(rows)
 
-    same = R.rank_correlation_row(records("generated", [(1, 1), (3, 3), (5, 5), (8, 8)]), "windows_original",
+    same = S.rank_correlation_row(records("generated", [(1, 1), (3, 3), (5, 5), (8, 8)]), "windows_original",
                                   "windows_image", "generated", 0, "window_count_spearman")
     assert same["mean"] == pytest.approx(1.0) and same["n_queries"] == 4
-    reversed_ = R.rank_correlation_row(records("shuffled", [(1, 8), (3, 5), (5, 3), (8, 1)]), "windows_original",
+    reversed_ = S.rank_correlation_row(records("shuffled", [(1, 8), (3, 5), (5, 3), (8, 1)]), "windows_original",
                                        "windows_image", "shuffled", 0, "window_count_spearman")
     assert reversed_["mean"] == pytest.approx(-1.0)
     few = records("reference", [(1, 1), (2, 2)])
-    assert R.rank_correlation_row(few, "windows_original", "windows_image", "reference", 0, "x") is None
-    assert np.isnan(R.rank_correlation_row(few.assign(pairing="generated"), "windows_original", "windows_image",
+    assert S.rank_correlation_row(few, "windows_original", "windows_image", "reference", 0, "x") is None
+    assert np.isnan(S.rank_correlation_row(few.assign(pairing="generated"), "windows_original", "windows_image",
                                            "generated", 0, "x")["mean"])
 
 

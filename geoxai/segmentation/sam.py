@@ -87,7 +87,7 @@ def load_model(checkpoint: str | Path, model_type: str = "auto") -> tuple[torch.
                               f"SAM checkpoint ({RELEASES}) or its model_type (vit_b, vit_l, vit_h)")
     model = build_model(model_type)
     check_state_dict(model.state_dict(), state, f"segmenter sam: checkpoint {path}",
-                     f"give the model_type it was trained as (vit_b, vit_l, vit_h) or model_type: auto")
+                     "give the model_type it was trained as (vit_b, vit_l, vit_h) or model_type: auto")
     model.load_state_dict(state)
     return model, model_type
 
