@@ -271,6 +271,9 @@ def _skip_notes(evaluations: Sequence[Evaluation], plugin: str) -> list[str]:
     return notes
 
 
+HEADLINE_METRICS = 2
+
+
 def metric_tables(evaluations: Sequence[Evaluation]) -> tuple[Table, list[Table]]:
     """The summary table (every plugin) and one table per plugin, evaluations as rows in the given order."""
     data = tidy_summary(evaluations)
@@ -283,11 +286,21 @@ def metric_tables(evaluations: Sequence[Evaluation]) -> tuple[Table, list[Table]
         text = next((e.definition(plugin, metric) for e in evaluations if e.definition(plugin, metric)), "")
         if text:
             definitions[f"{plugin} · {metric}"] = text
+    # the summary shows each plugin's headline metrics (its first declared ones); the per-plugin
+    # tables and summary.csv hold them all
+    headline = []
+    for plugin in plugins:  # metrics with a direction (agreement with the original) first, in declared order
+        own = [q for q in pairs if q[0] == plugin]
+        own.sort(key=lambda q: _higher_is_better(evaluations, *q) is None)
+        headline += own[:HEADLINE_METRICS]
     summary = Table(
-        name="summary", title="Summary", caption=CELL_CAPTION,
-        display=_cells(evaluations, data, pairs, True, TEXT),
-        latex_frame=_cells(evaluations, data, pairs, True, LATEX),
-        data=data, definitions=definitions)
+        name="summary", title="Summary", caption=CELL_CAPTION + f"; the first {HEADLINE_METRICS} metrics of each "
+                                                                "plugin with a better direction (all metrics in the "
+                                                                "per-plugin tables)",
+        display=_cells(evaluations, data, headline, True, TEXT),
+        latex_frame=_cells(evaluations, data, headline, True, LATEX),
+        data=data, definitions={k: v for k, v in definitions.items()
+                                if tuple(k.split(" · ", 1)) in set(headline)})
     per_plugin = []
     for plugin in plugins:
         columns = [(p, m) for p, m in pairs if p == plugin]
