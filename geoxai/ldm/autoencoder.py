@@ -131,10 +131,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             raise
         # Old Lightning checkpoints may pickle configs or other objects beside the tensors; they are
         # not unpickled (that would run code from the file), the user converts a trusted file once.
-        raise GeoxaiError(
-            f"{exc}; if you trust the file, convert it once: python -c \"import torch; from safetensors.torch "
-            f"import save_file; save_file(torch.load('{path}', weights_only=False)['state_dict'], "
-            f"'{path.with_suffix('.safetensors')}')\" and point autoencoder.path at the .safetensors file") from None
+        raise GeoxaiError(f"{exc}; if you trust the file, convert it once to .safetensors (docs/security.md, "
+                          "'Converting a file you trust') and point autoencoder.path at the result") from None
     if not isinstance(state, dict):
         raise GeoxaiError(f"autoencoder.path {path}: holds no state dict of tensors")
     return state.get("state_dict", state)

@@ -38,7 +38,7 @@ class GroundTruthSegmenter(Segmenter):
     inference = "read from labels/ beside the images"
 
     def __init__(self) -> None:
-        pass
+        """No options: the label maps are beside the images."""
 
     def segment(self, images: Any) -> Any:
         raise GeoxaiError("the groundtruth segmenter reads label maps of files; it cannot segment pixels")
