@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -260,3 +261,23 @@ def test_format_summarises_the_run(tmp_path, queries):
     assert "4 images of 2 queries" in text and "2 planned images still missing" in text
     assert str(tmp_path / "run") in text and "ddim" in text and "\n" not in text
     assert isinstance(items[0], QueryItem)
+
+
+def test_pairs_of_a_run_for_every_pairing(tmp_path, queries):
+    from geoxai.evaluation.context import Database
+
+    folder, paths = queries
+    items = plan_queries(paths, folder)
+    run = GenerationRun.create(tmp_path / "run", SETTINGS)
+    generate(run, run.pending(items, 2))
+    reader = GenerationRun.open(tmp_path / "run")
+    generated = reader.pairs("generated")
+    assert len(generated) == 2 * len(items)
+    assert {(p.query_id, p.original) for p in generated} == {(i.query_id, i.query_path) for i in items}
+    shuffled = reader.pairs("shuffled", seed=1)
+    assert all(p.partner != p.query_id for p in shuffled)  # never the query's own generation
+    database = Database([items[0].query_path], np.array([[items[0].utm_east, items[0].utm_north]]))
+    reference = reader.pairs("reference", database=database)
+    assert [p.query_id for p in reference] == [items[0].query_id] and reference[0].sample == -1
+    with pytest.raises(GeoxaiError, match="pairing 'random'"):
+        reader.pairs("random")

@@ -36,6 +36,7 @@ import pandas as pd
 
 from geoxai.errors import GeoxaiError
 from geoxai.evaluation.context import Database, EvaluationContext
+from geoxai.evaluation.pairs import build_pairs
 from geoxai.evaluation.plugin import PAIRINGS, Pair, Plugin, PluginOutcome, check_plugin_class, to_long_records
 
 FORMAT = "geoxai.evaluation/1"
@@ -71,67 +72,6 @@ def load_plugin(spec: str) -> type[Plugin]:
     from geoxai.registry import PLUGINS, load
 
     return check_plugin_class(load(PLUGINS, spec), spec)
-
-
-# ---------------------------------------------------------------------------------- pairs
-def reference_photos(manifest: pd.DataFrame, database: Database | None) -> dict[str, Path]:
-    """Per query, the nearest database image within the radius: another real photo of its place."""
-    if database is None or database.utm is None:
-        return {}
-    queries = manifest.groupby("query_id")[["utm_east", "utm_north"]].first()
-    known = queries.dropna()
-    if known.empty:
-        return {}
-    positives = database.positives(known.to_numpy())
-    return {query_id: database.paths[p[0]] for query_id, p in zip(known.index, positives) if len(p)}
-
-
-def shuffled_partners(manifest: pd.DataFrame, seed: int, radius: float) -> dict[str, str]:
-    """A seeded partner for each query, at another place (more than ``radius`` away when both
-    positions are known): walking a random cycle of the queries, the next one far enough."""
-    queries = manifest.groupby("query_id")[["utm_east", "utm_north"]].first().sort_index()
-    ids = list(queries.index)
-    if len(ids) < 2:
-        return {}
-    order = np.random.default_rng(seed).permutation(len(ids))
-    utm = queries.to_numpy(dtype=np.float64)
-    partners = {}
-    for position, index in enumerate(order):
-        for step in range(1, len(ids)):
-            candidate = order[(position + step) % len(ids)]
-            distance = float(np.hypot(*(utm[index] - utm[candidate])))
-            if not (distance <= radius):  # NaN (unknown position) counts as another place
-                partners[ids[index]] = ids[candidate]
-                break
-    return partners
-
-
-def build_pairs(run: Any, manifest: pd.DataFrame, seed: int, database: Database | None,
-                radius: float) -> dict[str, list[Pair]]:
-    """The pairs of every pairing from a run's manifest (absolute paths)."""
-    rows = manifest.sort_values(["query_id", "sample"])
-    by_query: dict[str, list[tuple[int, Path]]] = {}
-    original: dict[str, Path] = {}
-    utm: dict[str, tuple[float, float]] = {}
-    for row in rows.itertuples(index=False):
-        by_query.setdefault(row.query_id, []).append((int(row.sample), Path(row.image_path)))
-        original[row.query_id] = Path(row.query_path)
-        utm[row.query_id] = (float(row.utm_east), float(row.utm_north))
-    generated = [Pair(q, s, "generated", original[q], image, q, utm[q]) for q in by_query for s, image in by_query[q]]
-    partners = shuffled_partners(rows, seed, radius)
-    shuffled = []
-    for q, samples in by_query.items():
-        partner = partners.get(q)
-        if partner is None:
-            continue
-        theirs = by_query[partner]
-        for s, _ in samples:
-            their_sample, image = next(((ts, im) for ts, im in theirs if ts == s), theirs[s % len(theirs)])
-            shuffled.append(Pair(q, s, "shuffled", original[q], image, partner, utm[q]))
-    references = reference_photos(rows, database)
-    reference = [Pair(q, -1, "reference", original[q], references[q], references[q].name, utm[q])
-                 for q in by_query if q in references]
-    return {"generated": generated, "shuffled": shuffled, "reference": reference}
 
 
 # ---------------------------------------------------------------------------------- result
@@ -401,7 +341,7 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
     atomic_write_text(state_path, json.dumps(state, indent=1))
 
     # pairs and the images every artifact is needed for
-    pairs = build_pairs(reader, manifest, seed, db, radius)
+    pairs = build_pairs(manifest, seed, db, radius)
     images: set[Path] = {Path(p) for p in manifest["query_path"]} | {Path(p) for p in manifest["image_path"]}
     images |= {pair.other for pair in pairs["reference"]}
     work: list[tuple[str, dict[str, Any], list[str]]] = []
