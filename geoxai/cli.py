@@ -136,6 +136,7 @@ _STAGES = {
     "embedder": "geoxai.embedders.training:train",
     "autoencoder": "geoxai.ldm.autoencoder_training:train",
     "ldm": "geoxai.ldm.training:train",
+    "segmenter": "geoxai.segmentation.synthcity_training:train",
 }
 
 
@@ -354,11 +355,19 @@ def plugins_command() -> None:
 
 
 @cli.command("segmenters")
-def segmenters_command() -> None:
+@click.option("--config", "config", type=click.Path(path_type=Path), default=None,
+              help="Describe one configured backend (a segmenter spec YAML, e.g. {name: hf, model: ...}): the classes "
+                   "its model expresses and its licence. [default: list every installed backend]")
+def segmenters_command(config: Path | None) -> None:
     """List the installed segmenter backends: the canonical classes each can express, licence, inference."""
-    from geoxai.segmentation.base import describe_segmenters
+    from geoxai.segmentation.base import describe_segmenters, from_spec, read_segmenter_spec
 
-    click.echo(describe_segmenters())
+    if config is None:
+        click.echo(describe_segmenters())
+        return
+    info = from_spec(read_segmenter_spec(config)).describe()
+    click.echo(f"{info['name']}: classes {', '.join(info['classes'])}; licence: {info['licence'] or 'not stated'}; "
+               f"inference: {info['inference']}")
 
 
 # -------------------------------------------------------------------------------------- report

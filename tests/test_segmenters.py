@@ -413,3 +413,18 @@ def test_sam_refuses_pickled_code_missing_and_mismatched_checkpoints(sam_checkpo
     with pytest.raises(GeoxaiError) as exc:
         SAMSegmenter(checkpoint=str(tmp_path / "partial.pth"), model_type="tiny", device="cpu")
     assert "missing keys" in one_line(exc)
+
+
+def test_segmenters_command_lists_backends_and_describes_a_configured_one(tmp_path):
+    from click.testing import CliRunner
+
+    from geoxai.cli import cli
+
+    listed = CliRunner().invoke(cli, ["segmenters"])
+    assert listed.exit_code == 0 and "groundtruth" in listed.output and "hf" in listed.output
+    spec = tmp_path / "gt.yaml"
+    spec.write_text("name: groundtruth\n")
+    described = CliRunner().invoke(cli, ["segmenters", "--config", str(spec)])
+    assert described.exit_code == 0 and "classes other, sky, building, window" in described.output
+    missing = CliRunner().invoke(cli, ["segmenters", "--config", str(tmp_path / "none.yaml")])
+    assert missing.exit_code == 2 and "--segmenter-config" in missing.output
