@@ -155,7 +155,8 @@ def describe_segmenters() -> str:
             continue
         doc = (inspect.getdoc(cls) or "").splitlines()[0] if inspect.getdoc(cls) else ""
         lines.append(f"{name}  {doc}")
-        classes = ", ".join(info["classes"]) if info["classes"] else "depend on the model it loads (`geoxai segmenters --config SPEC.yaml` shows them)"
+        classes = ", ".join(info["classes"]) if info["classes"] else \
+            "depend on the model it loads (`geoxai segmenters --config SPEC.yaml` shows them)"
         lines.append(f"    classes: {classes}")
         if info.get("licence"):
             lines.append(f"    licence: {info['licence']}")
