@@ -174,6 +174,11 @@ def test_plugins_by_entry_point_module_and_file(runs, tmp_path):
         load_plugin("recal")
     with pytest.raises(GeoxaiError, match="not a geoxai.evaluation.Plugin subclass"):
         load_plugin("tiny_models:TinyEmbedder")
+    headless = tmp_path / "headless.py"
+    headless.write_text("from tiny_plugins import ConstantPlugin\n\n"
+                        "class Plugin(ConstantPlugin):\n    headline = ('one', 'recal@1')\n")
+    with pytest.raises(GeoxaiError, match=r"headline metrics \['recal@1'\] are not in metrics"):
+        load_plugin(f"{headless}:Plugin")
 
 
 def test_a_name_registered_twice_is_an_error_naming_both(monkeypatch):

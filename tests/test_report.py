@@ -344,3 +344,27 @@ def test_two_folders_with_one_label_get_distinct_labels(world):
     same = [load_evaluation(world["eval_a"]), load_evaluation(world["eval_a"])]
     _unique_labels(same)
     assert [e.label for e in same] == ["evals/epoch_7", "evals/epoch_7 (2)"]
+
+
+def test_the_summary_shows_the_metrics_a_plugin_names_as_its_headline(world, tmp_path):
+    """Metrics run down the summary, baselines across; a plugin's ``headline`` picks its rows (in its
+    order), a named metric nobody measured is left out, and a plugin that names none shows two of its
+    measured metrics, those with a direction first."""
+    folder = tmp_path / "headline"
+    folder.mkdir()
+    for name in ("records.parquet", "summary.csv"):
+        (folder / name).write_bytes((world["eval_a"] / name).read_bytes())
+    results = json.loads((world["eval_a"] / "results.json").read_text())
+    results["plugins"]["recall"]["headline"] = ["cosine", "recall@5", "fid"]  # fid: never measured
+    results["plugins"]["recall"]["metrics"]["fid"] = {"higher_is_better": False, "definition": "fid"}
+    (folder / "results.json").write_text(json.dumps(results))
+    write_report([folder], tmp_path / "out", formats="md", n_boot=200)
+    lines = (tmp_path / "out" / "summary.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| "))
+    assert [c.strip() for c in header.strip("|").split("|")] == ["", "generated", "shuffled", "reference", "chance"]
+    rows = [line.split("|")[1].strip() for line in lines if line.startswith("| ") and line != header]
+    assert rows == ["recall · cosine ↑", "recall · recall@5 ↑",
+                    "lighting · delta_L ↓", "lighting · cosine ↑",
+                    "texture · ssim ↑", "texture · edge_density"]  # directional metrics first
+    recall5 = next(line for line in lines if "recall@5" in line)
+    assert recall5.count("±") == 4  # generated, shuffled, reference and the analytic chance level

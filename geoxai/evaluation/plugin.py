@@ -83,7 +83,8 @@ class Plugin:
 
     Subclasses set ``name``, ``version``, ``description``, ``needs`` (artifacts from ``ARTIFACTS``),
     ``metrics`` (name -> ``Metric``) and implement ``score``. ``pairings`` limits the pairings the
-    plugin is given; ``models`` lists the models it uses with their licences.
+    plugin is given; ``models`` lists the models it uses with their licences; ``headline`` names the
+    metrics the report's summary shows (default: the first two with a better direction).
     """
 
     name: ClassVar[str] = ""
@@ -93,6 +94,7 @@ class Plugin:
     pairings: ClassVar[tuple[str, ...]] = PAIRINGS
     metrics: ClassVar[Mapping[str, Metric]] = {}
     models: ClassVar[tuple[Model, ...]] = ()
+    headline: ClassVar[tuple[str, ...]] = ()
     segmentation_classes: ClassVar[tuple[int, ...]] = ()  # canonical ids the segmenter must express
 
     def score(self, pairs: list[Pair], ctx: EvaluationContext) -> Iterable[Mapping[str, Any]]:
@@ -120,6 +122,7 @@ class Plugin:
                 "metrics": {k: {"definition": m.definition, "higher_is_better": m.higher_is_better, "unit": m.unit}
                             for k, m in cls.metrics.items()},
                 "models": [{"name": m.name, "licence": m.licence, "source": m.source} for m in cls.models],
+                "headline": list(cls.headline),
                 "defined_at": where}
 
 
@@ -139,6 +142,9 @@ def check_plugin_class(cls: Any, spec: str) -> type[Plugin]:
     wrong = [p for p in cls.pairings if p not in PAIRINGS]
     if wrong:
         problems.append(f"unknown pairings {wrong} (known: {', '.join(PAIRINGS)})")
+    undeclared = [m for m in cls.headline if m not in cls.metrics]
+    if undeclared:
+        problems.append(f"headline metrics {undeclared} are not in metrics")
     if problems:
         raise GeoxaiError(f"plugin {spec!r} ({cls.__module__}.{cls.__qualname__}): {'; '.join(problems)}")
     return cls

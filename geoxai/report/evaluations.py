@@ -177,6 +177,11 @@ class Evaluation:
         names = list(declared) if isinstance(declared, dict) else []
         return list(dict.fromkeys([*names, *(m for p, m in self._measured if p == plugin)]))
 
+    def headline(self, plugin: str) -> list[str]:
+        """The metrics the plugin asks the summary to show (empty: it did not say)."""
+        named = self.plugin_info(plugin).get("headline")
+        return [str(m) for m in named] if isinstance(named, list) else []
+
     def higher_is_better(self, plugin: str, metric: str) -> bool | None:
         rows = self.summary[(self.summary["plugin"] == plugin) & (self.summary["metric"] == metric)]
         for value in rows["higher_is_better"]:

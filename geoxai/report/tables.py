@@ -254,6 +254,33 @@ def _cells(evaluations: Sequence[Evaluation], data: pd.DataFrame, columns: list[
     return frame
 
 
+def _long_cells(evaluations: Sequence[Evaluation], data: pd.DataFrame, columns: list[tuple[str, str]],
+                style: _Style) -> pd.DataFrame:
+    """Rows = (plugin, metric header), columns = ([evaluation,] pairing): the summary's layout.
+
+    Metrics run down the page and each evaluation's generated value sits beside its own chance level
+    and real reference, so the table stays narrow enough for a paper however many plugins ran.
+    """
+    pairings = _pairings_shown(data[data.set_index(["plugin", "metric"]).index.isin(columns)])
+    lookup = {(r.evaluation, r.plugin, r.metric, r.pairing): r for r in data.itertuples(index=False)}
+    several = len(evaluations) > 1
+    header = [((style.escape(e.label),) if several else ()) + (style.escape(p),)
+              for e in evaluations for p in pairings]
+    index, rows = [], []
+    for plugin, metric in columns:
+        values = data.loc[(data["plugin"] == plugin) & (data["metric"] == metric), "mean"]
+        decimals = decimals_for(list(values))
+        index.append((style.escape(plugin), metric_header(metric, _higher_is_better(evaluations, plugin, metric), style)))
+        row = []
+        for evaluation in evaluations:
+            for pairing in pairings:
+                r = lookup.get((evaluation.label, plugin, metric, pairing))
+                row.append(style.dash if r is None else format_cell(r.mean, r.ci_low, r.ci_high, decimals, style))
+        rows.append(row)
+    columns_index = pd.MultiIndex.from_tuples(header) if several else pd.Index([h[0] for h in header])
+    return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index), columns=columns_index)
+
+
 def _skip_notes(evaluations: Sequence[Evaluation], plugin: str) -> list[str]:
     """Why some queries have no value: the most common skip reason per metric and evaluation."""
     notes = []
@@ -274,6 +301,11 @@ def _skip_notes(evaluations: Sequence[Evaluation], plugin: str) -> list[str]:
 HEADLINE_METRICS = 2
 
 
+def _generated_values(data: pd.DataFrame, plugin: str, metric: str) -> bool:
+    rows = data[(data["plugin"] == plugin) & (data["metric"] == metric) & (data["pairing"] == "generated")]
+    return bool(rows["mean"].notna().any())
+
+
 def metric_tables(evaluations: Sequence[Evaluation]) -> tuple[Table, list[Table]]:
     """The summary table (every plugin) and one table per plugin, evaluations as rows in the given order."""
     data = tidy_summary(evaluations)
@@ -289,16 +321,22 @@ def metric_tables(evaluations: Sequence[Evaluation]) -> tuple[Table, list[Table]
     # the summary shows each plugin's headline metrics (its first declared ones); the per-plugin
     # tables and summary.csv hold them all
     headline = []
-    for plugin in plugins:  # metrics with a direction (agreement with the original) first, in declared order
+    for plugin in plugins:
         own = [q for q in pairs if q[0] == plugin]
-        own.sort(key=lambda q: _higher_is_better(evaluations, *q) is None)
-        headline += own[:HEADLINE_METRICS]
+        named = _union([e.headline(plugin) for e in evaluations])
+        if named:  # the plugin's own choice, as far as it was measured
+            headline += [q for m in named for q in own if q[1] == m and _generated_values(data, *q)]
+            continue
+        # otherwise metrics with a direction (agreement with the original) first, in declared order,
+        # leaving out metrics no evaluation measured (e.g. LPIPS without its weights)
+        measured = [q for q in own if _generated_values(data, *q)]
+        measured.sort(key=lambda q: _higher_is_better(evaluations, *q) is None)
+        headline += measured[:HEADLINE_METRICS]
     summary = Table(
-        name="summary", title="Summary", caption=CELL_CAPTION + f"; the first {HEADLINE_METRICS} metrics of each "
-                                                                "plugin with a better direction (all metrics in the "
-                                                                "per-plugin tables)",
-        display=_cells(evaluations, data, headline, True, TEXT),
-        latex_frame=_cells(evaluations, data, headline, True, LATEX),
+        name="summary", title="Summary", caption=CELL_CAPTION + "; each plugin's headline metrics (all metrics in "
+                                                                "the per-plugin tables)",
+        display=_long_cells(evaluations, data, headline, TEXT),
+        latex_frame=_long_cells(evaluations, data, headline, LATEX),
         data=data, definitions={k: v for k, v in definitions.items()
                                 if tuple(k.split(" · ", 1)) in set(headline)})
     per_plugin = []
