@@ -42,7 +42,7 @@ Comparison = tuple[Path, Path]  # (image a, image b); b is aligned to a
 
 class DiversityPlugin(Plugin):
     name = "diversity"
-    headline = ('pixel_l1', 'descriptor_distance')  # what the report's summary shows
+    headline = ("pixel_l1", "descriptor_distance")  # what the report's summary shows
     version = "1"
     description = ("How much generations of one query differ from each other (pixels, LPIPS, descriptor), beside "
                    "what a real re-visit and a change of place change")

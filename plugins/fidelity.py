@@ -43,7 +43,7 @@ SET_METRICS = ("fd_descriptor", "fid", "kid", "fd_dinov2")
 
 class FidelityPlugin(Plugin):
     name = "fidelity"
-    headline = ('lpips', 'fid', 'psnr')  # what the report's summary shows
+    headline = ("lpips", "fid", "psnr")  # what the report's summary shows
     version = "1"
     description = ("How closely generations resemble their original: PSNR, SSIM, LPIPS per pair; Fréchet "
                    "distances (descriptor, Inception, DINOv2) and KID per set")

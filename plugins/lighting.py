@@ -71,7 +71,7 @@ def photometric_change(image: torch.Tensor, family: str, level: float | tuple[fl
 
 class LightingPlugin(Plugin):
     name = "lighting"
-    headline = ('abs_delta_L', 'probe_cosine_brightness')  # what the report's summary shows
+    headline = ("abs_delta_L", "probe_cosine_brightness")  # what the report's summary shows
     version = "1"
     description = ("Illumination change (CIELAB L*) between originals and images beside descriptor cosine, and the "
                    "embedder's descriptor under brightness, gamma and colour-temperature changes (F4)")

@@ -27,7 +27,7 @@ RECALL_NS = (1, 5, 10, 20)
 
 class RecallPlugin(Plugin):
     name = "recall"
-    headline = ('recall@1', 'verified')  # what the report's summary shows
+    headline = ("recall@1", "verified")  # what the report's summary shows
     version = "1"
     description = "Generated images as queries against the database: recall@N, descriptor cosine, top-1 agreement, place verification"
     needs = ("descriptor", "database")

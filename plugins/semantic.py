@@ -42,7 +42,7 @@ class SkyPlugin(RegionPlugin):
     """F2: is the sky kept, and how much do its colour and clouds change?"""
 
     name = "sky"
-    headline = ('sky_iou', 'sky_colour_change')  # what the report's summary shows
+    headline = ("sky_iou", "sky_colour_change")  # what the report's summary shows
     version = "1"
     description = "Sky region kept (IoU, kept, added) and sky appearance change: CIEDE2000 colour, L* texture (F2)"
     regions = {"sky": (L.SKY,)}
@@ -64,7 +64,7 @@ class BuildingsPlugin(RegionPlugin):
     """F3: do buildings and roads stay where they were?"""
 
     name = "buildings"
-    headline = ('building_iou', 'road_iou')  # what the report's summary shows
+    headline = ("building_iou", "road_iou")  # what the report's summary shows
     version = "1"
     description = "Building (with its windows) and road regions: IoU, area, kept, added, against chance (F3)"
     regions = {"building": (L.BUILDING, L.WINDOW), "road": (L.ROAD,)}
@@ -78,7 +78,7 @@ class VehiclesPlugin(RegionPlugin):
     """F7: are cars and pedestrians removed?"""
 
     name = "vehicles"
-    headline = ('vehicle_removed', 'person_removed')  # what the report's summary shows
+    headline = ("vehicle_removed", "person_removed")  # what the report's summary shows
     version = "1"
     description = "Vehicle and person regions and removal rates of their instances (F7)"
     regions = {"vehicle": (L.VEHICLE,), "person": (L.PERSON,)}
@@ -101,7 +101,7 @@ class SignsPlugin(RegionPlugin):
     """F8: do signs and poles keep their place while their look changes?"""
 
     name = "signs"
-    headline = ('sign_position_kept', 'sign_appearance_change')  # what the report's summary shows
+    headline = ("sign_position_kept", "sign_appearance_change")  # what the report's summary shows
     version = "1"
     description = "Sign and pole regions, position kept up to a small shift, colour change of kept signs (F8)"
     regions = {"sign": (L.SIGN,), "pole": (L.POLE,)}
@@ -128,7 +128,7 @@ class WindowsPlugin(RegionPlugin):
     """F5: are the number and placement of windows kept?"""
 
     name = "windows"
-    headline = ('window_count_error', 'window_iou')  # what the report's summary shows
+    headline = ("window_count_error", "window_iou")  # what the report's summary shows
     version = "1"
     description = "Windows counted per image (4-connected components, split by the segmenter's instances when it " \
                   "has them): count errors, exact matches, rank correlation; window IoU for placement (F5)"
@@ -168,7 +168,7 @@ class ColoursPlugin(RegionPlugin):
     """F6: do facade colours change?"""
 
     name = "colours"
-    headline = ('facade_colour_change', 'facade_dominant_change')  # what the report's summary shows
+    headline = ("facade_colour_change", "facade_dominant_change")  # what the report's summary shows
     version = "1"
     description = "Facade colour change: CIEDE2000 of mean and of dominant (k-means) building colours (F6)"
     segmentation_classes = (L.BUILDING,)
@@ -189,7 +189,7 @@ class ClassesPlugin(RegionPlugin):
     """The whole scene: how many classes appear or vanish per generation (the analogue of MNAC)."""
 
     name = "classes"
-    headline = ('classes_changed', 'classes_added')  # what the report's summary shows
+    headline = ("classes_changed", "classes_added")  # what the report's summary shows
     version = "1"
     description = "Classes whose presence flips between original and image (MNAC analogue), every class but other"
     segmentation_classes = ()  # it counts whichever classes the segmenter expresses

@@ -270,7 +270,8 @@ def _long_cells(evaluations: Sequence[Evaluation], data: pd.DataFrame, columns: 
     for plugin, metric in columns:
         values = data.loc[(data["plugin"] == plugin) & (data["metric"] == metric), "mean"]
         decimals = decimals_for(list(values))
-        index.append((style.escape(plugin), metric_header(metric, _higher_is_better(evaluations, plugin, metric), style)))
+        direction = _higher_is_better(evaluations, plugin, metric)
+        index.append((style.escape(plugin), metric_header(metric, direction, style)))
         row = []
         for evaluation in evaluations:
             for pairing in pairings:
