@@ -30,8 +30,9 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from geoxai.evaluation import Metric, Model, Pair, Plugin, Skip
-from geoxai.evaluation.perceptual import evaluation_device, lpips_model, lpips_or_skips, unavailable_reason
+from geoxai.evaluation import Metric, Pair, Plugin, Skip
+from geoxai.evaluation.perceptual import (LPIPS_MODELS, evaluation_device, lpips_model, lpips_or_skips,
+                                          unavailable_reason)
 
 LPIPS_NET = "alex"  # the LPIPS paper's choice as a distance (fidelity uses the same)
 DISTANCES = ("pixel_l1", "lpips", "descriptor_distance")
@@ -57,13 +58,7 @@ class DiversityPlugin(Plugin):
                                 f"{RATIO_TARGET:g}: generations vary at least half as much as a real re-visit)")
            for d in DISTANCES},
     }
-    models = (
-        Model("LPIPS linear layers (shipped with torchmetrics)", "BSD-2-Clause",
-              "https://github.com/richzhang/PerceptualSimilarity"),
-        Model("AlexNet ImageNet weights, LPIPS backbone (torchvision)",
-              "BSD-3-Clause (torchvision); ImageNet terms of use may apply",
-              "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"),
-    )
+    models = LPIPS_MODELS
 
     def score(self, pairs: list[Pair], ctx: Any) -> Iterable[dict]:
         lpips_reason = unavailable_reason(lpips_model, LPIPS_NET)

@@ -29,9 +29,9 @@ import pandas as pd
 import torch
 
 from geoxai.evaluation import Metric, Model, Pair, Plugin, Skip
-from geoxai.evaluation.perceptual import (DINOV2_MODEL, INCEPTION_URL, STABLE_SAMPLES_PER_DIM, evaluation_device,
-                                          frechet_distance, frechet_unstable, lpips_model, lpips_or_skips,
-                                          unavailable_reason)
+from geoxai.evaluation.perceptual import (DINOV2_MODEL, INCEPTION_URL, LPIPS_MODELS, STABLE_SAMPLES_PER_DIM,
+                                          evaluation_device, frechet_distance, frechet_unstable, lpips_model,
+                                          lpips_or_skips, unavailable_reason)
 
 PSNR_CAP = 100.0  # dB; identical images (MSE 0) would be infinite
 SSIM_WINDOW = 11  # torchmetrics' default Gaussian window (sigma 1.5)
@@ -65,11 +65,7 @@ class FidelityPlugin(Plugin):
                             "of the images (set level)", False),
     }
     models = (
-        Model("LPIPS linear layers (shipped with torchmetrics)", "BSD-2-Clause",
-              "https://github.com/richzhang/PerceptualSimilarity"),
-        Model("AlexNet ImageNet weights, LPIPS backbone (torchvision)",
-              "BSD-3-Clause (torchvision); ImageNet terms of use may apply",
-              "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"),
+        *LPIPS_MODELS,
         Model("Inception v3 FID weights (torch-fidelity)", "Apache-2.0", INCEPTION_URL),
         Model(f"DINOv2 ViT-S/14 ({DINOV2_MODEL})", "Apache-2.0", f"https://huggingface.co/{DINOV2_MODEL}"),
     )

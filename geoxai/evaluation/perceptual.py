@@ -28,9 +28,16 @@ import numpy as np
 import torch
 
 from geoxai.errors import GeoxaiError
-from geoxai.evaluation.plugin import Skip
+from geoxai.evaluation.plugin import Model, Skip
 
 LPIPS_BACKBONES = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}  # net_type -> torchvision model
+LPIPS_MODELS = (  # what LPIPS (AlexNet backbone) uses, with licences, for a plugin's `models`
+        Model("LPIPS linear layers (shipped with torchmetrics)", "BSD-2-Clause",
+              "https://github.com/richzhang/PerceptualSimilarity"),
+        Model("AlexNet ImageNet weights, LPIPS backbone (torchvision)",
+              "BSD-3-Clause (torchvision); ImageNet terms of use may apply",
+              "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"),
+)
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
 INCEPTION_DIM = 2048
