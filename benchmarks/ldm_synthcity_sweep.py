@@ -11,10 +11,16 @@ never on the test places, and everything is measured with the product (``geoxai 
 ceiling* (recall@1 of the validation queries passed through the autoencoder: no LDM on it can do
 better). Per LDM variant and guidance scale: recall@1 of the generations, beside the originals',
 chance and that ceiling, and the descriptor cosine beside the other-place (shuffled) one. Every
-variant sets its conditioning mode explicitly. Rows are appended to ``results.csv`` as they finish,
+variant sets its conditioning mode explicitly and may name its seed (``seed:``, the training seed), so a
+plan repeats a variant over seeds; an autoencoder entry with ``path:`` reuses a trained one. With
+``--plugins recall,buildings,vehicles --segmenter-config SPEC`` each row also carries building IoU
+and vehicle removal (generated, shuffled, reference). Rows are appended to ``results.csv`` as they finish,
 so a run cut short keeps what it measured; ``--budget-minutes`` skips what would not finish.
 
     python benchmarks/ldm_synthcity_sweep.py --plan benchmarks/ldm_synthcity_sweep.yaml --out runs/bench/sweep
+    python benchmarks/ldm_synthcity_sweep.py --plan benchmarks/ldm_conditioning_ablation.yaml \
+        --plugins recall,buildings,vehicles --segmenter-config runs/segmenter/synthcity/segmenter.yaml \
+        --out runs/bench/ablation
 """
 
 from __future__ import annotations
@@ -29,13 +35,27 @@ import pandas as pd
 import yaml
 
 
+EXTRA_METRICS = {("buildings", "building_iou"): "building_iou", ("vehicles", "vehicle_removed"): "vehicle_removed"}
+
+
 def recall_row(eval_folder: Path) -> dict[str, float]:
-    """recall@1 (generated, originals = reference, chance) and cosines from an EVAL folder's summary."""
+    """recall@1 (generated with its 95% CI, originals = reference, chance) and cosines from an EVAL
+    folder's summary, plus building IoU and vehicle removal when those plugins ran."""
     summary = pd.read_csv(eval_folder / "summary.csv")
-    t = summary[summary.plugin == "recall"].set_index(["metric", "pairing"])["mean"]
-    return {"recall@1_generated": float(t["recall@1", "generated"]), "recall@1_original": float(t["recall@1", "reference"]),
-            "recall@1_chance": float(t["recall@1", "chance"]), "cosine_paired": float(t["cosine", "generated"]),
-            "cosine_other_place": float(t["cosine", "shuffled"])}
+    t = summary[summary.plugin == "recall"].set_index(["metric", "pairing"])
+    row = {"recall@1_generated": float(t.loc[("recall@1", "generated"), "mean"]),
+           "recall@1_ci_low": float(t.loc[("recall@1", "generated"), "ci_low"]),
+           "recall@1_ci_high": float(t.loc[("recall@1", "generated"), "ci_high"]),
+           "recall@1_original": float(t.loc[("recall@1", "reference"), "mean"]),
+           "recall@1_chance": float(t.loc[("recall@1", "chance"), "mean"]),
+           "cosine_paired": float(t.loc[("cosine", "generated"), "mean"]),
+           "cosine_other_place": float(t.loc[("cosine", "shuffled"), "mean"])}
+    for (plugin, metric), column in EXTRA_METRICS.items():
+        rows = summary[(summary.plugin == plugin) & (summary.metric == metric)].set_index("pairing")["mean"]
+        for pairing in ("generated", "shuffled", "reference"):
+            if pairing in rows:
+                row[f"{column}_{pairing}"] = float(rows[pairing])
+    return row
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
@@ -58,7 +78,10 @@ def train_autoencoders(plan: dict[str, Any], args: argparse.Namespace, embedder_
     results = {}
     for name, variant in plan["autoencoders"].items():
         folder = args.out / "autoencoders" / name
-        if not (folder / "vae").is_dir():
+        trained = Path(variant["path"]) if "path" in variant else folder / "vae"
+        if "path" in variant:  # a trained autoencoder: only its ceiling is measured
+            folder.mkdir(parents=True, exist_ok=True)
+        elif not trained.is_dir():
             if time.time() > deadline:
                 append_row(args.out / "results.csv", {"kind": "autoencoder", "variant": name, "note": "skipped: budget"})
                 continue
@@ -66,13 +89,13 @@ def train_autoencoders(plan: dict[str, Any], args: argparse.Namespace, embedder_
             train(load_config(args.autoencoder_config, [*variant.get("overrides", []), f"output_dir={folder}",
                                                         f"trainer.max_steps={variant['steps']}", "trainer.max_time=null"]))
             print(f"[autoencoder {name}] trained {variant['steps']} steps in {time.time() - started:.0f} s")
-        metrics = json.loads((folder / "metrics.json").read_text())
-        write_reconstruction_run({"path": str(folder / "vae")}, args.world / "val" / "queries", folder / "reconstruction",
+        metrics = json.loads((trained.parent / "metrics.json").read_text())
+        write_reconstruction_run({"path": str(trained)}, args.world / "val" / "queries", folder / "reconstruction",
                                  int(metrics.get("image_size", 128)), device=args.device)
         evaluate(folder / "reconstruction", "recall", folder / "reconstruction-eval", database=args.world / "val" / "database",
                  embedder_spec=embedder_spec, device=args.device, progress=False)
         ceiling = {"recall@1_reconstruction": recall_row(folder / "reconstruction-eval")["recall@1_generated"]}
-        results[name] = {"path": folder / "vae", "latent_channels": metrics["latent_channels"], **ceiling}
+        results[name] = {"path": trained, "latent_channels": metrics["latent_channels"], **ceiling}
         append_row(args.out / "results.csv", {"kind": "autoencoder", "variant": name, "steps": metrics["steps"],
                                               "psnr_db": metrics["psnr_db"], **ceiling})
         print(f"[autoencoder {name}] PSNR {metrics['psnr_db']:.2f} dB, reconstruction recall@1 "
@@ -91,6 +114,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--budget-minutes", type=float, default=None, help="skip variants that start after this")
     parser.add_argument("--step-scale", type=float, default=1.0, help="multiply every step count (smoke tests)")
+    parser.add_argument("--plugins", default="recall", help="plugins scored per variant (recall always first)")
+    parser.add_argument("--segmenter-config", type=Path, default=None, help="segmenter spec for segmentation plugins")
+    parser.add_argument("--only", default=None, help="comma-separated LDM variants to run (default: all)")
+    parser.add_argument("--autoencoders-only", action="store_true", help="stop after the autoencoders' ceilings")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/ldm_synthcity_sweep"))
     args = parser.parse_args()
@@ -104,15 +131,26 @@ def main() -> None:
     plan = yaml.safe_load(args.plan.read_text())
     for section in ("autoencoders", "ldm"):
         for variant in plan[section].values():
-            variant["steps"] = max(1, round(variant["steps"] * args.step_scale))
+            if "steps" in variant:  # a trained autoencoder (path:) has none
+                variant["steps"] = max(1, round(variant["steps"] * args.step_scale))
     args.out.mkdir(parents=True, exist_ok=True)
     base = load_config(args.config)
     query_folder, database = args.world / "val" / "queries", args.world / "val" / "database"
     autoencoders = train_autoencoders(plan, args, base["embedder"], deadline)
     best = max(autoencoders, key=lambda n: autoencoders[n]["recall@1_reconstruction"])
     print(f"best autoencoder by reconstruction recall: {best}")
+    if args.autoencoders_only:
+        return
 
+    segmenter_spec = None
+    if args.segmenter_config is not None:
+        from geoxai.segmentation.base import read_segmenter_spec
+
+        segmenter_spec = read_segmenter_spec(args.segmenter_config)
+    only = set(args.only.split(",")) if args.only else None
     for name, variant in plan["ldm"].items():
+        if only is not None and name not in only:
+            continue
         ae_name = best if variant.get("autoencoder", "best") == "best" else variant["autoencoder"]
         if ae_name not in autoencoders or time.time() > deadline:
             append_row(args.out / "results.csv", {"kind": "ldm", "variant": name, "autoencoder": ae_name,
@@ -124,7 +162,8 @@ def main() -> None:
         config = load_config(args.config, [
             f"autoencoder.path={ae['path']}", f"unet.in_channels={ae['latent_channels']}", f"output_dir={folder / 'train'}",
             f"trainer.max_steps={variant['steps']}", "trainer.max_time=null", "logging.image_every_n_steps=1000000",
-            "logging.checkpoint_every_n_steps=1000000", *variant.get("overrides", [])])
+            "logging.checkpoint_every_n_steps=1000000", f"trainer.seed={int(variant.get('seed', 0))}",
+            *variant.get("overrides", [])])
         checkpoint = folder / "train" / "checkpoints" / "last.ckpt"
         started = time.time()
         if not checkpoint.is_file():
@@ -134,10 +173,11 @@ def main() -> None:
             run_folder = folder / f"generations_g{guidance:g}"
             sample_run(checkpoint, query_folder, run_folder, samples=args.samples, sampler="dpm++", steps=20,
                        guidance=guidance, batch_size=args.batch_size, device=args.device)
-            evaluate(run_folder, "recall", folder / f"eval_g{guidance:g}", database=database, device=args.device,
-                     progress=False)
+            evaluate(run_folder, args.plugins, folder / f"eval_g{guidance:g}", database=database, device=args.device,
+                     segmenter_spec=segmenter_spec, progress=False)
             result = recall_row(folder / f"eval_g{guidance:g}")
             row = {"kind": "ldm", "variant": name, "autoencoder": ae_name, "steps": variant["steps"],
+                   "seed": int(variant.get("seed", 0)),
                    "train_seconds": round(seconds, 1), "guidance": guidance,
                    "overrides": " ".join(variant.get("overrides", [])),
                    "recall@1_reconstruction": ae["recall@1_reconstruction"], **result}

@@ -5,10 +5,12 @@ times full optimizer steps (loss, backward, AdamW, EMA update) on random latent 
 descriptors, so no dataset, autoencoder or embedder weights are needed: the number says what the
 thesis-size model costs per step on this device, at the config's batch size and latent size, in
 fp32 and in bf16 autocast (what ``trainer.precision: auto`` picks on a GPU), with and without
-channels_last. Data loading is excluded: with the latent cache it is a memory copy.
+channels_last, and optionally under ``torch.compile`` (``--compile``; the first steps, which compile,
+are untimed warm-up). Data loading is excluded: with the latent cache it is a memory copy.
 
     python benchmarks/ldm_throughput.py --config configs/ldm/pitts30k-cosplace-r50-256.yaml --steps 30
     python benchmarks/ldm_throughput.py --config configs/ldm/synthcity.yaml --steps 10 --precision fp32
+    python benchmarks/ldm_throughput.py --config configs/ldm/synthcity.yaml --steps 20 --channels-last both --compile both
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 
 
 def time_steps(config: dict, context_dim: int, device: torch.device, precision: str, channels_last: bool,
-               steps: int, warmup: int) -> dict[str, float]:
+               steps: int, warmup: int, compile: bool = False) -> dict[str, float]:
     from geoxai.ldm.module import LatentDiffusion
 
     torch.manual_seed(0)
@@ -31,6 +33,8 @@ def time_steps(config: dict, context_dim: int, device: torch.device, precision: 
         model.ema.to(device=device)
     if channels_last:
         model.unet.to(memory_format=torch.channels_last)
+    if compile:
+        model.unet = torch.compile(model.unet)
     optimizer = torch.optim.AdamW(model.denoiser_parameters(), lr=1e-5)
     batch_size = int(config["data"]["batch_size"])
     channels, size = int(config["unet"]["in_channels"]), int(config["unet"]["sample_size"])
@@ -60,7 +64,8 @@ def time_steps(config: dict, context_dim: int, device: torch.device, precision: 
     seconds = (time.perf_counter() - started) / steps
     parameters = sum(p.numel() for p in model.unet.parameters()) / 1e6
     peak = torch.cuda.max_memory_allocated() / 2 ** 30 if device.type == "cuda" else float("nan")
-    return {"precision": precision, "channels_last": channels_last, "batch": batch_size,
+    return {"mode": config["conditioning"]["mode"], "precision": precision, "channels_last": channels_last,
+            "compile": compile, "batch": batch_size,
             "unet_params_M": round(parameters, 1), "s_per_step": seconds, "steps_per_s": 1 / seconds,
             "images_per_s": batch_size / seconds, "peak_mem_GiB": peak}
 
@@ -74,6 +79,9 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "both"],
                         help="auto: both on a GPU with bf16, fp32 elsewhere")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--channels-last", default="auto", choices=["auto", "no", "yes", "both"],
+                        help="auto: both on a GPU, no elsewhere")
+    parser.add_argument("--compile", default="no", choices=["no", "yes", "both"], help="torch.compile the UNet")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value, e.g. data.batch_size=96")
     args = parser.parse_args()
 
@@ -90,11 +98,14 @@ def main() -> None:
         args.precision, [args.precision])
     config = load_config(args.config, args.overrides)
     rows = []
+    choices = {"no": [False], "yes": [True], "both": [False, True]}
+    layouts = choices.get(args.channels_last, [False, True] if device.type == "cuda" else [False])
     for precision in precisions:
-        for channels_last in ([False, True] if device.type == "cuda" else [False]):
-            rows.append(time_steps(config, args.context_dim, device, precision, channels_last, args.steps,
-                                   args.warmup))
-            print(rows[-1], flush=True)
+        for compile in choices[args.compile]:
+            for channels_last in layouts:
+                rows.append(time_steps(config, args.context_dim, device, precision, channels_last, args.steps,
+                                       args.warmup, compile=compile))
+                print(rows[-1], flush=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{args.config} on {name}, torch {torch.__version__}, {args.steps} timed steps after {args.warmup}:")
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))

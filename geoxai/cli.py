@@ -171,7 +171,8 @@ def train(config_path: Path, resume: bool, overrides: tuple[str, ...]) -> None:
 def embedder_options(func):
     """Options that describe an embedder: a registered name plus its settings, or a spec file."""
     options = [
-        click.option("--embedder", default="cosplace", show_default=True, help="Registered embedder name."),
+        click.option("--embedder", default="cosplace", show_default=True,
+                     help="Registered embedder name, or a shipped model's name (synthcity: no other options needed)."),
         click.option("--embedder-config", type=click.Path(path_type=Path), default=None,
                      help="YAML spec of the embedder (the embedder.yaml written beside trained weights, or "
                           "configs/embedder/specs/*.yaml); replaces the options below. [default: none]"),
@@ -259,30 +260,37 @@ def probe(embedder: str, embedder_config: Path | None, backbone: str | None, dim
 # ------------------------------------------------------------------------------------ sampling
 @cli.command("sample")
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
-              help="Lightning checkpoint (.ckpt) from `geoxai train` (stage: ldm) or an exported pipeline folder.")
+              help="Lightning checkpoint (.ckpt) from `geoxai train` (stage: ldm), an exported pipeline folder, "
+                   "or a shipped model's name (synthcity).")
 @click.option("--queries", required=True, type=click.Path(path_type=Path),
               help="Folder of query images (any depth), e.g. a test set's queries/.")
 @click.option("--samples", default=4, show_default=True, type=int, help="Generations per query.")
 @click.option("--sampler", default="dpm++", show_default=True, type=click.Choice(["dpm++", "ddim", "ddpm"]),
               help="Diffusion sampler (DPM-Solver++ 2M, DDIM with eta 0, ancestral DDPM).")
 @click.option("--steps", default=20, show_default=True, type=int, help="Sampler steps per image.")
-@click.option("--guidance", default=1.0, show_default=True, type=float,
-              help="Classifier-free guidance scale (1 = the plain conditional model).")
+@click.option("--guidance", default=None, type=float,
+              help="Classifier-free guidance scale (1 = the plain conditional model). [default: the one chosen for "
+                   "the model on validation places when it carries one (shipped models), else 1]")
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Run seed; each image's seed is derived from it, the query and the sample index.")
 @batch_size_option(16, "Images generated")
 @click.option("--limit", default=None, type=int, help="Only the first N queries. [default: all]")
 @device_option
+@click.option("--devices", default=1, show_default=True, type=int,
+              help="Processes (one per GPU, or CPU processes) that share the images to generate (torch.distributed).")
+@click.option("--num-nodes", default=1, show_default=True, type=int,
+              help="Nodes, each running this command under a cluster launcher (SLURM, torchrun).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="GenerationRun folder (resumed if it exists).")
 def sample(checkpoint: Path, queries: Path, samples: int, sampler: str, steps: int, guidance: float,
-           seed: int, batch_size: int, limit: int | None, device: str, out: Path) -> None:
+           seed: int, batch_size: int, limit: int | None, device: str, devices: int, num_nodes: int,
+           out: Path) -> None:
     """Generate images from the descriptors of query photos into a GenerationRun."""
     from geoxai.ldm.sampling import sample_run
 
     run = sample_run(checkpoint, queries, out, samples=samples, sampler=sampler, steps=steps,
                      guidance=guidance, seed=seed, batch_size=batch_size, limit=limit,
-                     device=device, progress=True)
+                     device=device, progress=True, devices=devices, num_nodes=num_nodes)
     click.echo(format_run(run))
 
 
@@ -368,6 +376,50 @@ def segmenters_command(config: Path | None) -> None:
     info = from_spec(read_segmenter_spec(config)).describe()
     click.echo(f"{info['name']}: classes {', '.join(info['classes'])}; licence: {info['licence'] or 'not stated'}; "
                f"inference: {info['inference']}")
+
+
+# ---------------------------------------------------------------------------------- pretrained
+@cli.group("pretrained", cls=_Group, invoke_without_command=True)
+@click.pass_context
+def pretrained_group(ctx: click.Context) -> None:
+    """The trained models shipped with geoxai, loaded by name (--checkpoint synthcity, --embedder synthcity).
+
+    Without a subcommand: list them with their size and the first line of their model card.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from geoxai import pretrained
+
+    for kind in pretrained.KINDS:
+        for name in pretrained.names(kind):
+            folder = pretrained.folder(name, kind)
+            size = sum(p.stat().st_size for p in folder.rglob("*.safetensors"))
+            card = (folder / "MODEL_CARD.md").read_text().splitlines()[0].lstrip("# ") \
+                if (folder / "MODEL_CARD.md").is_file() else "(no model card)"
+            click.echo(f"{name:<12} {kind:<12} {size / 2**20:6.1f} MiB  {card}\n{'':<26}{folder}")
+
+
+@pretrained_group.command("build")
+@click.argument("name")
+@click.option("--embedder", "embedder_dir", required=True, type=click.Path(path_type=Path),
+              help="Output folder of an embedder training run (holds embedder.yaml).")
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
+              help="LDM checkpoint (.ckpt) trained on that embedder.")
+@click.option("--segmenter", "segmenter_dir", required=True, type=click.Path(path_type=Path),
+              help="Output folder of a segmenter training run (holds segmenter.yaml).")
+@click.option("--cards", type=click.Path(path_type=Path), default=None,
+              help="Folder of embedder.md, ldm.md, autoencoder.md, segmenter.md: measured numbers for the cards. "
+                   "[default: none]")
+@click.option("--guidance", type=float, default=None,
+              help="Guidance scale chosen on validation places; `geoxai sample` uses it by default. [default: none]")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Where to write the set. [default: inside the installed package, geoxai/pretrained/NAME]")
+def pretrained_build(name: str, embedder_dir: Path, checkpoint: Path, segmenter_dir: Path, cards: Path | None,
+                     guidance: float | None, out: Path | None) -> None:
+    """Pack trained models as the shipped set NAME: fp16 safetensors and a model card each (docs/pretrained.md)."""
+    from geoxai.pretrained.build import build
+
+    click.echo(f"written: {build(name, embedder_dir, checkpoint, segmenter_dir, out=out, cards=cards, guidance=guidance)}")
 
 
 # -------------------------------------------------------------------------------------- report

@@ -100,8 +100,15 @@ def load(group: str, name: str) -> Any:
     if name not in eps:
         known = sorted(eps)
         kind = group.split(".")[-1]
+        singular = kind[:-1] if kind.endswith("s") else kind
+        shipped: list[str] = []
+        if singular in ("embedder", "segmenter"):
+            from geoxai import pretrained
+
+            shipped = [n for n in pretrained.names(singular) if n not in eps]
+        listed = ", ".join([*known, *(f"{n} (shipped model)" for n in shipped)])
         raise GeoxaiError(
-            f"unknown {kind[:-1] if kind.endswith('s') else kind} {name!r}.{did_you_mean(name, known)} "
-            f"Known: {', '.join(known) or 'none installed'}"
+            f"unknown {singular} {name!r}.{did_you_mean(name, known + shipped)} "
+            f"Known: {listed or 'none installed'}"
         )
     return eps[name].load()

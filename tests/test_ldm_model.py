@@ -81,13 +81,37 @@ def test_bad_unet_widths_are_one_line_errors():
 
 
 # ------------------------------------------------------------------------------ conditioning
-@pytest.mark.parametrize("mode,tokens,labels", [("crossattn", 1, False), ("tokens", 3, False), ("film", 1, True)])
+@pytest.mark.parametrize("mode,tokens,labels", [("crossattn", 1, False), ("bias", 1, False), ("tokens", 3, False),
+                                                 ("film", 1, True)])
 def test_conditioner_outputs_are_unet_kwargs(mode, tokens, labels):
     conditioner = DescriptorConditioner(mode, DIM, num_tokens=3)
     out = conditioner(torch.randn(5, DIM))
     assert out["encoder_hidden_states"].shape == (5, tokens, DIM)
     assert (out["class_labels"] is not None) == labels
     assert torch.equal(conditioner.null_descriptors(5), torch.zeros(5, DIM))
+
+
+def test_bias_mode_equals_one_token_cross_attention():
+    """The additive per-layer bias computes what one-token cross-attention computes, given the same weights."""
+    torch.manual_seed(0)
+    crossattn = DescriptorConditioner("crossattn", DIM)
+    bias = DescriptorConditioner("bias", DIM)
+    attention_unet = build_unet(TINY_UNET, context_dim=DIM).eval()
+    bias_unet = bias.prepare_unet(build_unet(TINY_UNET, context_dim=DIM)).eval()
+    bias_unet.load_state_dict(attention_unet.state_dict())  # same parameters: the state dicts are alike
+    processors = bias_unet.attn_processors
+    assert sum(type(p).__name__ == "DescriptorBiasProcessor" for p in processors.values()) == \
+        sum(name.endswith("attn2.processor") for name in processors) > 0
+    latents, steps = torch.randn(3, 4, 8, 8), torch.tensor([0, 500, 999])
+    descriptors = torch.nn.functional.normalize(torch.randn(3, DIM), dim=-1)
+    with torch.no_grad():
+        reference = attention_unet(latents, steps, **crossattn(descriptors)).sample
+        explicit = bias_unet(latents, steps, **bias(descriptors)).sample
+        other = bias_unet(latents, steps, **bias(descriptors.flip(0))).sample
+    assert torch.allclose(explicit, reference, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(other, reference, atol=1e-3)  # the descriptor does reach the output
+    frozen = [n for n, p in bias_unet.named_parameters() if not p.requires_grad]
+    assert frozen and all(".attn2.to_q." in n or ".attn2.to_k." in n for n in frozen)
 
 
 def test_descriptor_dim_mismatch_names_both_dims():
@@ -209,7 +233,7 @@ def _fit(tmp_path, config, steps=3):
     return model, path
 
 
-@pytest.mark.parametrize("mode", ["crossattn", "tokens", "film"])
+@pytest.mark.parametrize("mode", ["crossattn", "bias", "tokens", "film"])
 def test_each_mode_trains_and_loads_with_ema_weights(tmp_path, mode):
     model, path = _fit(tmp_path, tiny_config(mode), steps=3)
     assert model.ema.optimization_step == 3  # one EMA update per optimizer step

@@ -165,3 +165,17 @@ def test_an_exported_folder_samples_the_same_images(full_run, tmp_path, checkpoi
     assert sorted(images) == [f"samples/q00000{q}/{s}.png" for q in (0, 1) for s in (0, 1)]
     for name, image in images.items():
         assert np.abs(image - reference[name]).max() <= 1, name
+
+
+def test_two_processes_write_the_images_of_one(full_run, tmp_path, checkpoint, queries):
+    """--devices 2 (two CPU processes, gloo) shares the images out; the run equals a one-process run."""
+    out = tmp_path / "two"
+    result = sample(*options(checkpoint, queries, out, "--batch-size", "4", "--devices", "2"))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    reference, images = pixels(full_run), pixels(out)
+    assert sorted(images) == sorted(reference)  # every image once, none missing
+    for name, image in images.items():
+        assert np.abs(image - reference[name]).max() <= 1, name  # other batch mates: float rounding at most
+    manifest = GenerationRun.open(out).manifest()
+    assert len(manifest) == 10 and not manifest.duplicated(["query_id", "sample"]).any()
+    assert "--devices 0" in one_line_error(sample(*options(checkpoint, queries, tmp_path / "z"), "--devices", "0"))

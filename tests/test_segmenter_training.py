@@ -135,9 +135,16 @@ def test_a_missing_or_damaged_weights_file_is_one_line(trained, tmp_path):
 
 
 def test_default_weights_are_read_on_first_use(tmp_path, monkeypatch):
+    from geoxai import pretrained
     from geoxai.segmentation.base import describe_segmenters, from_spec
 
     monkeypatch.chdir(tmp_path)  # no runs/segmenter/synthcity here
+    if pretrained.is_shipped("synthcity", "segmenter"):  # the shipped weights are the default
+        segmenter = from_spec({"name": "synthcity"})
+        segmenter.identity()
+        assert segmenter.path == (pretrained.folder("synthcity", "segmenter") / "segmenter.safetensors").resolve()
+    monkeypatch.setattr(pretrained, "ROOT", tmp_path / "nothing-shipped")
+    (tmp_path / "nothing-shipped").mkdir()
     segmenter = from_spec({"name": "synthcity"})  # listing and building need no weights yet
     assert "synthcity" in describe_segmenters()
     with pytest.raises(GeoxaiError, match="geoxai train --config configs/segmenter/synthcity.yaml"):

@@ -2,6 +2,8 @@
 
 ``load("cosplace", backbone="resnet50", dim=512, weights="hub")`` or ``from_spec(spec_dict)``; a
 third-party package registers its own class (an ``Embedder`` subclass) under that entry-point group.
+A shipped model loads by its name (``load("synthcity")``, ``--embedder synthcity``; see
+``geoxai.pretrained``).
 """
 
 from __future__ import annotations
@@ -29,9 +31,16 @@ def load(name: str = "cosplace", **options: Any) -> Embedder:
     ``device`` works for every embedder: one whose constructor does not take it is moved there.
     Unknown options are a ``GeoxaiError`` listing the accepted ones, not a ``TypeError``.
     """
+    from geoxai import pretrained
     from geoxai.registry import EMBEDDERS, did_you_mean
     from geoxai.registry import load as load_entry
 
+    if name not in names() and pretrained.is_shipped(name, "embedder"):
+        extra = [k for k in options if k != "device"]
+        if extra:
+            raise GeoxaiError(f"embedder {name!r} is a shipped model and takes no options besides device "
+                              f"(got {extra[0]!r}); use --embedder cosplace with --weights to change it")
+        return from_spec(read_spec(pretrained.folder(name, "embedder") / SIDECAR), **options)
     cls = load_entry(EMBEDDERS, name)
     parameters = inspect.signature(cls).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())

@@ -64,6 +64,10 @@ def load_autoencoder(spec: Mapping[str, Any]) -> AutoencoderKL:
     settings = autoencoder_settings(spec)
     source = str(settings["path"])
     path = Path(source).expanduser()
+    from geoxai import pretrained
+
+    if not path.exists() and pretrained.is_shipped(source, "autoencoder"):
+        path = pretrained.folder(source, "autoencoder")
     if path.is_dir():
         vae = _from_folder(path)
     elif path.is_file():

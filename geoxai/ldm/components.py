@@ -29,6 +29,8 @@ class LDMComponents:
     # identities of the frozen models the UNet was trained with (embedder, autoencoder); empty for
     # checkpoints written before they were recorded
     identities: dict[str, str] = field(default_factory=dict, repr=False)
+    # the guidance scale chosen for this model on validation places (an export's `guidance:`), if any
+    guidance: float | None = None
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "LDMComponents":
         self.unet.to(device=device, dtype=dtype)

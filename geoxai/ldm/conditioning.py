@@ -1,10 +1,15 @@
 """How a VPR descriptor enters the UNet: the keyword arguments of ``UNet2DConditionModel.forward``.
 
-Three modes, one interface (``conditioner(descriptors) -> dict(encoder_hidden_states, class_labels)``):
+Four modes, one interface (``conditioner(descriptors) -> dict(encoder_hidden_states, class_labels)``):
 
 - ``crossattn`` (the thesis): the descriptor itself is the one context token ``[B, 1, D]``. With one
   key the attention softmax is 1 everywhere, so each cross-attention layer adds the same projection
   of the descriptor at every position: a learned per-layer bias, spatially uniform.
+- ``bias``: what ``crossattn`` computes, written out: each cross-attention layer adds
+  ``to_out(to_v(descriptor))`` at every position, without queries, keys or a softmax
+  (``DescriptorBiasProcessor``). Same parameters and same function as ``crossattn`` (a test checks
+  they agree numerically), cheaper per step; ``to_q``/``to_k`` stay in the state dict, frozen, so the
+  weights load into either mode and into a plain ``UNet2DConditionModel``.
 - ``tokens``: an MLP maps the descriptor to ``K`` context tokens ``[B, K, D]``; with several keys the
   attention weights vary over positions, so different image regions can read different tokens.
 - ``film``: the descriptor is projected into the time embedding (``class_embed_type="projection"``),
@@ -24,7 +29,34 @@ from torch import nn
 
 from geoxai.errors import GeoxaiError
 
-MODES = ("crossattn", "tokens", "film")
+MODES = ("crossattn", "bias", "tokens", "film")
+
+
+class DescriptorBiasProcessor:
+    """Cross-attention with a single context token, computed as what it is: a per-layer additive bias.
+
+    With one key the softmax is 1 at every query, so attention returns the token's value at every
+    position; this processor skips queries, keys and the softmax and adds ``to_out(to_v(token))``.
+    A drop-in diffusers attention processor for the ``attn2`` layers of ``UNet2DConditionModel``.
+    """
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
+                 *args: Any, **kwargs: Any) -> torch.Tensor:
+        if encoder_hidden_states is None or encoder_hidden_states.shape[1] != 1:
+            raise GeoxaiError("conditioning.mode bias: cross-attention needs exactly one context token "
+                              f"(got {None if encoder_hidden_states is None else encoder_hidden_states.shape[1]})")
+        residual = hidden_states
+        if attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        bias = attn.to_out[1](attn.to_out[0](attn.to_v(encoder_hidden_states)))  # [B, 1, C]
+        if hidden_states.ndim == 4:  # [B, C, H, W] inputs (not used by the UNet's transformer blocks)
+            out = bias.transpose(1, 2)[..., None].expand_as(hidden_states)
+        else:
+            out = bias.expand(-1, hidden_states.shape[1], -1)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
 
 
 class DescriptorConditioner(nn.Module):
@@ -82,9 +114,24 @@ class DescriptorConditioner(nn.Module):
                               f"(shape {tuple(descriptors.shape)}) differs from the model's context dim "
                               f"{self.descriptor_dim}; use the embedder the model was trained with")
 
+    def prepare_unet(self, unet: nn.Module) -> nn.Module:
+        """Fit ``unet`` to this mode: in ``bias`` mode every cross-attention layer gets the
+        ``DescriptorBiasProcessor`` and its query/key projections are frozen (they never receive a
+        gradient from one token anyway). Other modes leave the UNet as it is. Returns ``unet``."""
+        if self.mode != "bias":
+            return unet
+        processors = {name: (DescriptorBiasProcessor() if name.endswith("attn2.processor") else processor)
+                      for name, processor in unet.attn_processors.items()}
+        unet.set_attn_processor(processors)
+        for name, module in unet.named_modules():
+            if name.endswith("attn2"):
+                for projection in (module.to_q, module.to_k):
+                    projection.requires_grad_(False)
+        return unet
+
     def forward(self, descriptors: torch.Tensor) -> dict[str, torch.Tensor | None]:
         self.check_dim(descriptors)
-        if self.mode == "crossattn":
+        if self.mode in ("crossattn", "bias"):
             return {"encoder_hidden_states": descriptors[:, None, :], "class_labels": None}
         if self.mode == "tokens":
             tokens = self.to_tokens(descriptors).view(-1, self.num_tokens, self.descriptor_dim)

@@ -26,9 +26,24 @@ EXPORT_MANIFEST = "geoxai.yaml"
 EXPORT_FORMAT = 1
 
 
-def load_components(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> LDMComponents:
-    """UNet (EMA weights when EMA is on), conditioner and settings from a ``.ckpt`` or an exported folder."""
+def resolve_checkpoint(checkpoint: str | Path) -> Path:
+    """The path as given, or the folder of the shipped LDM a bare name means (``synthcity``)."""
+    from geoxai import pretrained
+
     path = Path(checkpoint)
+    if path.exists():
+        return path
+    if pretrained.is_shipped(str(checkpoint), "ldm"):
+        return pretrained.folder(str(checkpoint), "ldm")
+    if pretrained.looks_like_name(checkpoint):
+        raise GeoxaiError(pretrained.unknown_name_message(str(checkpoint), "ldm"))
+    return path
+
+
+def load_components(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> LDMComponents:
+    """UNet (EMA weights when EMA is on), conditioner and settings from a ``.ckpt``, an exported folder
+    or the name of a shipped model."""
+    path = resolve_checkpoint(checkpoint)
     if path.is_dir():
         return load_exported(path, map_location)
     if not path.is_file():
@@ -43,7 +58,8 @@ def load_components(checkpoint: str | Path, map_location: str | torch.device = "
     try:
         settings = model_settings(config)
         conditioner = build_conditioner(settings["conditioning"], context_dim)
-        unet = build_unet(settings["unet"], conditioner.context_dim, conditioner.class_embed_dim)
+        unet = conditioner.prepare_unet(build_unet(settings["unet"], conditioner.context_dim,
+                                                   conditioner.class_embed_dim))
     except GeoxaiError as exc:
         raise GeoxaiError(f"--checkpoint {path}: its stored config is not valid here ({exc})") from None
     weights = state["state_dict"]
@@ -82,6 +98,21 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu", settin
     return state
 
 
+def damaged_safetensors(folder: Path) -> tuple[Path, str] | None:
+    """The first ``.safetensors`` file under ``folder`` that does not read whole, with the reason."""
+    from safetensors import safe_open
+
+    for file in sorted(folder.rglob("*.safetensors")):
+        try:
+            with safe_open(str(file), "pt") as handle:
+                for key in handle.keys():
+                    handle.get_tensor(key)
+        except Exception as exc:  # safetensors raises its own error types
+            text = str(exc).strip().splitlines()
+            return file, text[0] if text else type(exc).__name__
+    return None
+
+
 def load_exported(folder: str | Path, map_location: str | torch.device = "cpu") -> LDMComponents:
     """``LDMComponents`` from an exported folder; its autoencoder section points at ``folder/vae``."""
     from diffusers import UNet2DConditionModel
@@ -101,10 +132,14 @@ def load_exported(folder: str | Path, map_location: str | torch.device = "cpu") 
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True)
         conditioner = DescriptorConditioner(**json.loads((folder / "conditioner" / "config.json").read_text()))
         conditioner.load_state_dict(load_file(str(folder / "conditioner" / "model.safetensors")))
+        conditioner.prepare_unet(unet)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         text = str(exc).strip().splitlines()
-        raise GeoxaiError(f"--checkpoint {folder}: damaged export ({text[0] if text else type(exc).__name__}); "
-                          "export it again") from None
+        damaged = damaged_safetensors(folder)
+        where = f"{damaged[0]} is damaged ({damaged[1]})" if damaged else \
+            f"damaged export ({text[0] if text else type(exc).__name__})"
+        raise GeoxaiError(f"--checkpoint {folder}: {where}; export it again (or reinstall geoxai for a shipped "
+                          "model)") from None
     config = dict(manifest["training_config"])
     config["autoencoder"] = {**dict(config.get("autoencoder") or {}), "path": str((folder / "vae").resolve()),
                              "config": None}
@@ -112,5 +147,6 @@ def load_exported(folder: str | Path, map_location: str | torch.device = "cpu") 
                                scale_factor=float(manifest["scale_factor"]), config=config,
                                noise_scheduler_config=dict(manifest["noise_scheduler"]),
                                context_dim=int(manifest["context_dim"]), source=str(folder),
-                               identities=dict(manifest.get("identities") or {}))
+                               identities=dict(manifest.get("identities") or {}),
+                               guidance=float(manifest["guidance"]) if manifest.get("guidance") is not None else None)
     return components

@@ -27,7 +27,7 @@ from geoxai.ldm.conditioning import DescriptorConditioner
 from geoxai.ldm.unet import UNET_DEFAULTS, build_unet
 
 CONDITIONING_DEFAULTS: dict[str, Any] = {
-    "mode": "crossattn",  # crossattn (the thesis) | tokens | film
+    "mode": "crossattn",  # crossattn (the thesis) | bias | tokens | film
     "num_tokens": 4,  # tokens mode: context tokens made from one descriptor
     "hidden_dim": None,  # tokens mode: MLP width (default: the descriptor dim)
     "p_uncond": 0.0,  # probability of the zero (null) descriptor, for classifier-free guidance
@@ -135,7 +135,8 @@ class LatentDiffusion(pl.LightningModule):
         settings = model_settings(config)
         self.settings = settings
         self.conditioner = build_conditioner(settings["conditioning"], context_dim)
-        self.unet = build_unet(settings["unet"], self.conditioner.context_dim, self.conditioner.class_embed_dim)
+        self.unet = self.conditioner.prepare_unet(
+            build_unet(settings["unet"], self.conditioner.context_dim, self.conditioner.class_embed_dim))
         self.noise_scheduler = make_noise_scheduler(config)
         diffusion = settings["diffusion"]
         initial = float("nan") if diffusion["scale_by_std"] else float(diffusion["scale_factor"])

@@ -4,12 +4,20 @@ Each (query, sample) pair has its own seed (``geoxai.runs.sample_seed``) and its
 an image depends only on its query, sample index and the run's settings: not on the batch size, the
 order of work, nor on where a killed run was resumed. Batches mix queries and samples so every UNet
 call is full; each batch is saved as soon as it is generated.
+
+With ``devices`` > 1 (or ``num_nodes`` > 1) the images to generate are shared out over processes
+(Lightning Fabric on torch.distributed: one per GPU, or CPU processes): process r generates every
+world-th pending image into the same GenerationRun (writes are atomic, the manifest is locked), so
+the run holds the same images as a one-process run. On one node the processes are spawned here; on
+several nodes every node runs the same command under a cluster launcher (SLURM, torchrun).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,8 +93,9 @@ def frozen_models(components: Any, checkpoint: Path) -> tuple[Any, Any]:
     with settings_from("embedder", source):
         embedder = from_spec(embedder_spec)
     if embedder.dim != components.context_dim:
+        named = ", ".join(f"{k} {v}" for k, v in embedder_spec.items() if k != "device")
         raise GeoxaiError(
-            f"--checkpoint {checkpoint}: the embedder of its config gives {embedder.dim}-d descriptors "
+            f"--checkpoint {checkpoint}: its embedder ({named}) gives {embedder.dim}-d descriptors "
             f"but the model is conditioned on {components.context_dim}-d descriptors; use the "
             "checkpoint together with the embedder it was trained with"
         )
@@ -98,9 +107,9 @@ def frozen_models(components: Any, checkpoint: Path) -> tuple[Any, Any]:
 
 
 def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, samples: int = 4,
-               sampler: str = "dpm++", steps: int = 20, guidance: float = 1.0, seed: int = 0,
+               sampler: str = "dpm++", steps: int = 20, guidance: float | None = None, seed: int = 0,
                batch_size: int = 16, limit: int | None = None, device: str = "auto",
-               progress: bool = True) -> GenerationRun:
+               progress: bool = True, devices: int = 1, num_nodes: int = 1) -> GenerationRun:
     """Generate ``samples`` images per query image under ``queries`` into the GenerationRun ``out``.
 
     Resumes an existing run with the same settings (only missing images are generated; a finished
@@ -113,12 +122,14 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
     from geoxai.devices import resolve_device
     from geoxai.embedders.descriptors import embed_files
     from geoxai.files import writable_folder
-    from geoxai.ldm.loading import load_components
+    from geoxai.ldm.loading import load_components, resolve_checkpoint
     from geoxai.ldm.pipeline import DescriptorDiffusionPipeline, build_scheduler, check_steps
     from geoxai.runs import RUN_FILE, GenerationRun, plan_queries
 
-    checkpoint, queries, out = Path(checkpoint).resolve(), Path(queries).resolve(), Path(out)
+    checkpoint, queries, out = resolve_checkpoint(checkpoint).resolve(), Path(queries).resolve(), Path(out)
     _check_options(checkpoint, samples, steps, batch_size, limit)
+    if devices < 1 or num_nodes < 1:
+        raise GeoxaiError(f"--devices {devices} / --num-nodes {num_nodes}: each must be at least 1")
     if out.exists() and not out.is_dir():
         raise GeoxaiError(f"--out {out}: is a file; give a folder for the GenerationRun")
     if not (out / RUN_FILE).is_file():
@@ -128,6 +139,8 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
     without_utm = [item for item in items if math.isnan(item.utm_east)]
 
     components = load_components(checkpoint, map_location="cpu")
+    if guidance is None:  # the model's own choice (shipped models carry one), else the plain model
+        guidance = components.guidance if components.guidance is not None else 1.0
     config = components.config
     image_size = int(_section(config, "data", checkpoint)["image_size"])
     check_steps(build_scheduler(sampler, components.noise_scheduler_config), steps, sampler)
@@ -144,8 +157,13 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
         "protocol": str(config.get("protocol") or "unknown (trained before protocols were recorded)"),
         "queries": str(queries), "image_size": image_size,
     }
+    fabric = _launched_fabric(devices, num_nodes, device)  # under a cluster launcher: every rank runs this
+    if fabric is not None and fabric.global_rank != 0:
+        fabric.barrier()  # rank 0 creates the run and records its plan first
     run = GenerationRun.create(out, settings, resume=True)
     todo = run.pending(items, samples)
+    if fabric is not None and fabric.global_rank == 0:
+        fabric.barrier()
     skipped: list[tuple[Path, str]] = []
     if todo:
         writable_folder(out, "--out")
@@ -160,22 +178,96 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
         _notify(skipped, without_utm, found.reshaped.notices("queries"))
         todo = [entry for entry in todo if entry[0].query_id in descriptors]
 
-        pipeline = DescriptorDiffusionPipeline.from_components(components, vae, sampler=sampler,
-                                                               device=torch_device)
-        with tqdm(total=len(todo), desc=f"sampling ({sampler}, {steps} steps)", unit="img",
-                  disable=not progress) as bar:
-            for start in range(0, len(todo), batch_size):
-                chunk = todo[start:start + batch_size]
-                batch_descriptors = torch.stack([descriptors[item.query_id] for item, _, _ in chunk])
-                generators = [torch.Generator().manual_seed(int(s)) for _, _, s in chunk]
-                images = pipeline(batch_descriptors, num_inference_steps=steps, guidance=guidance,
-                                  generator=generators, output="pil")
-                run.save_images([(item, sample, s, image)
-                                 for (item, sample, s), image in zip(chunk, images)])
-                bar.update(len(chunk))
+        job = {"checkpoint": str(checkpoint), "out": str(out), "settings": settings, "sampler": sampler,
+               "steps": int(steps), "guidance": float(guidance), "batch_size": int(batch_size),
+               "progress": progress,
+               # plain tuples: Fabric's spawn walks its arguments and refuses frozen dataclasses
+               "todo": [(dataclasses.asdict(item), sample, s) for item, sample, s in todo],
+               "descriptors": {k: v.numpy() for k, v in descriptors.items()}}
+        if fabric is not None:
+            _sample_worker(fabric, job, run=run, components=components, vae=vae)
+            if fabric.global_rank != 0:
+                sys.exit(0)  # rank 0 finalizes the run
+        elif devices * num_nodes > 1:
+            _spawn_workers(job, devices, device)
+        else:
+            pipeline = DescriptorDiffusionPipeline.from_components(components, vae, sampler=sampler,
+                                                                   device=torch_device)
+            _generate(run, pipeline, todo, descriptors, steps, guidance, batch_size,
+                      f"sampling ({sampler}, {steps} steps)", progress)
     unreadable = {Path(path) for path, _ in skipped}
     run.finalize([item for item in items if item.query_path not in unreadable], samples)
     return run
+
+
+def _generate(run: Any, pipeline: Any, todo: list[tuple[Any, int, int]], descriptors: dict[str, torch.Tensor],
+              steps: int, guidance: float, batch_size: int, desc: str, progress: bool) -> None:
+    """Generate ``todo`` (query, sample, seed) in batches, saving each batch as soon as it is done."""
+    with tqdm(total=len(todo), desc=desc, unit="img", disable=not progress) as bar:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            batch_descriptors = torch.stack([descriptors[item.query_id] for item, _, _ in chunk])
+            generators = [torch.Generator().manual_seed(int(s)) for _, _, s in chunk]
+            images = pipeline(batch_descriptors, num_inference_steps=steps, guidance=guidance,
+                              generator=generators, output="pil")
+            run.save_images([(item, sample, s, image) for (item, sample, s), image in zip(chunk, images)])
+            bar.update(len(chunk))
+
+
+def _accelerator(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if str(device).startswith("cuda") else "cpu"
+
+
+def _launched_fabric(devices: int, num_nodes: int, device: str) -> Any:
+    """A Fabric joined to the launcher's process group when a cluster launcher started this command
+    with ``devices``/``num_nodes`` > 1, else None (one process, or processes spawned later)."""
+    if devices * num_nodes <= 1 or not ("LOCAL_RANK" in os.environ or "SLURM_PROCID" in os.environ):
+        return None
+    from lightning_fabric import Fabric
+
+    fabric = Fabric(accelerator=_accelerator(device), devices=devices, num_nodes=num_nodes, strategy="ddp")
+    fabric.launch()
+    return fabric
+
+
+def _spawn_workers(job: dict[str, Any], devices: int, device: str) -> None:
+    """Spawn ``devices`` processes on this node (Fabric ``ddp_spawn``); returns when all are done."""
+    from lightning_fabric import Fabric
+
+    accelerator = _accelerator(device)
+    fabric = Fabric(accelerator=accelerator, devices=devices, strategy="ddp_spawn")
+    job = {**job, "threads": max(1, (os.cpu_count() or 1) // devices) if accelerator == "cpu" else 1}
+    fabric.launch(_sample_worker, job)
+
+
+def _sample_worker(fabric: Any, job: dict[str, Any], run: Any = None, components: Any = None,
+                   vae: Any = None) -> None:
+    """One process of a sharded sampling run: every world-th pending image, then a barrier."""
+    from geoxai.ldm.autoencoder import load_autoencoder
+    from geoxai.ldm.loading import load_components
+    from geoxai.ldm.pipeline import DescriptorDiffusionPipeline
+    from geoxai.runs import GenerationRun
+
+    if "threads" in job:
+        torch.set_num_threads(job["threads"])
+    rank, world = fabric.global_rank, fabric.world_size
+    if components is None:
+        components = load_components(job["checkpoint"], map_location="cpu")
+        vae = load_autoencoder(components.config["autoencoder"])
+    if run is None:
+        run = GenerationRun.create(job["out"], job["settings"], resume=True)
+    pipeline = DescriptorDiffusionPipeline.from_components(components, vae, sampler=job["sampler"],
+                                                           device=fabric.device)
+    from geoxai.runs import QueryItem
+
+    descriptors = {k: torch.from_numpy(v) for k, v in job["descriptors"].items()}
+    todo = [(QueryItem(**item), sample, s) for item, sample, s in job["todo"]]
+    _generate(run, pipeline, todo[rank::world], descriptors, job["steps"], job["guidance"],
+              job["batch_size"], f"sampling ({job['sampler']}, {job['steps']} steps, rank {rank} of {world})",
+              job["progress"] and rank == 0)
+    fabric.barrier()
 
 
 def _notify(skipped: list[tuple[Path, str]], without_utm: list[Any], reshaped: list[str]) -> None:

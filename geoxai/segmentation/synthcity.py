@@ -126,13 +126,25 @@ def save_segmenter(net: SegmentationNet, folder: str | Path, config: dict[str, A
 
 
 # ------------------------------------------------------------------------------------ loading
+def default_weights() -> str:
+    """Weights used when none are given: the shipped ``synthcity`` segmenter, else the default
+    training output (``runs/segmenter/synthcity``)."""
+    from geoxai import pretrained
+
+    return "synthcity" if pretrained.is_shipped("synthcity", "segmenter") else DEFAULT_WEIGHTS
+
+
 def weights_file(weights: str | Path) -> Path:
     """The ``.safetensors`` file that ``weights`` names: the file itself, a training output folder,
     or a ``segmenter.yaml`` (its ``weights`` read relative to the yaml)."""
     from geoxai.config import read_yaml
 
+    from geoxai import pretrained
+
     path = Path(weights)
     where = f"segmenter synthcity: weights {path}"
+    if not path.exists() and pretrained.is_shipped(str(weights), "segmenter"):
+        path = pretrained.folder(str(weights), "segmenter")
     if path.is_dir():
         path = path / SPEC_NAME if (path / SPEC_NAME).is_file() else path / WEIGHTS_NAME
     if path.suffix.lower() in (".yaml", ".yml") and path.is_file():
@@ -218,7 +230,7 @@ class SynthCitySegmenter(Segmenter):
             return self.network
         from geoxai.weights import check_state_dict
 
-        path = weights_file(self.weights if self.weights is not None else DEFAULT_WEIGHTS)
+        path = weights_file(self.weights if self.weights is not None else default_weights())
         state, config = read_segmenter(path)
         for key, value in self.expected.items():
             if value is not None and (list(value) if key == "widths" else value) != config[key]:
