@@ -39,7 +39,8 @@ def checkpoint_identity(path: str | Path) -> str:
     training can never be resumed into a run made with the old weights.
     """
     path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    # model cards (*.md) describe the model, they are not part of it: a card edit keeps the identity
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and p.suffix != ".md")
     digest = hashlib.sha256()
     for file in files:
         if file is not path:

@@ -145,7 +145,7 @@ def _write_cards(root: Path, name: str, embedder_spec: dict[str, Any], manifest:
         text = [f"# {name} {kind}: {title}", "",
                 f"Shipped with geoxai; loads by name: `{usage}`. Stored as fp16 safetensors "
                 f"({sizes / 2**20:.1f} MiB), read back as fp32.", "",
-                "## Measured", "", _note(notes, kind).rstrip(), ""]
+                "## What it is and what it measures", "", _note(notes, kind).rstrip(), ""]
         if training:
             text += ["## Training config (as recorded by `geoxai train`)", "", "```yaml",
                      yaml.safe_dump(training, sort_keys=False).rstrip(), "```", ""]
