@@ -8,6 +8,7 @@ card is measured with the stored weights (``geoxai evaluate`` with ``--checkpoin
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,18 @@ def _rewrite_half(path: Path) -> None:
     with safe_open(str(path), "pt") as handle:
         metadata = handle.metadata()
     save_file(_half(load_file(str(path))), str(path), metadata=metadata)
+
+
+def _portable(value: Any, base: str) -> Any:
+    """``value`` with absolute paths under ``base`` (the working directory) made relative: a shipped
+    set records where it was trained from, not the machine's folders."""
+    if isinstance(value, dict):
+        return {k: _portable(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_portable(v, base) for v in value]
+    if isinstance(value, str) and value.startswith(base + "/"):
+        return value[len(base) + 1:]
+    return value
 
 
 def _pack_embedder(embedder_dir: Path, out: Path) -> dict[str, Any]:
@@ -62,6 +75,8 @@ def _pack_ldm(checkpoint: Path, out: Path, name: str, embedder_dir: Path) -> dic
     export_pipeline(checkpoint, out)
     for file in [*(out / "unet").glob("*.safetensors"), *(out / "vae").glob("*.safetensors")]:
         _rewrite_half(file)
+    for file in (out / "unet" / "config.json", out / "vae" / "config.json"):  # diffusers records _name_or_path
+        file.write_text(json.dumps(_portable(json.loads(file.read_text()), str(Path.cwd().resolve())), indent=2))
     manifest = yaml.safe_load((out / EXPORT_MANIFEST).read_text())
     trained_with = {"embedder": dict(manifest["embedder"]),
                     "autoencoder": dict(manifest["training_config"]["autoencoder"]),
@@ -76,6 +91,7 @@ def _pack_ldm(checkpoint: Path, out: Path, name: str, embedder_dir: Path) -> dic
                               "autoencoder": autoencoder_identity(load_autoencoder({"path": str(out / "vae")}))}
     manifest["source_checkpoint"] = Path(checkpoint).name
     manifest["trained_with"] = trained_with
+    manifest = _portable(manifest, str(Path.cwd().resolve()))
     (out / EXPORT_MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
     return manifest
 
@@ -147,6 +163,7 @@ def _write_cards(root: Path, name: str, embedder_spec: dict[str, Any], manifest:
                 f"({sizes / 2**20:.1f} MiB), read back as fp32.", "",
                 "## What it is and what it measures", "", _note(notes, kind).rstrip(), ""]
         if training:
+            training = _portable(training, str(Path.cwd().resolve()))
             text += ["## Training config (as recorded by `geoxai train`)", "", "```yaml",
                      yaml.safe_dump(training, sort_keys=False).rstrip(), "```", ""]
         (folder / CARD).write_text("\n".join(text))
