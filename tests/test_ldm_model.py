@@ -301,3 +301,18 @@ def test_shipped_autoencoder_config_validates():
     ldm = load_config(Path(__file__).parents[1] / "configs" / "ldm" / "synthcity.yaml")
     assert 2 ** (len(vae.config.block_out_channels) - 1) == 8
     assert vae.config.latent_channels == ldm["unet"]["in_channels"]  # the two SynthCity configs agree
+
+
+def test_speed_settings_are_checked_and_channels_last_trains(tmp_path):
+    from geoxai.ldm.module import model_settings
+
+    with pytest.raises(GeoxaiError, match="speed.compile 'yes': use true or false"):
+        model_settings({**tiny_config(), "speed": {"compile": "yes"}})
+    with pytest.raises(GeoxaiError, match="speed.channels_last 'always'"):
+        model_settings({**tiny_config(), "speed": {"channels_last": "always"}})
+    model, path = _fit(tmp_path, {**tiny_config(), "speed": {"channels_last": True}}, steps=2)
+    assert model.channels_last  # on a CPU only when asked for ("auto" means a GPU)
+    assert model.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    components = load_components(path)  # the checkpoint's keys are the plain UNet's
+    assert not LatentDiffusion(tiny_config(), DIM).channels_last
+    assert components.unet.conv_in.weight.shape == model.unet.conv_in.weight.shape

@@ -54,8 +54,13 @@ OPTIM_DEFAULTS: dict[str, Any] = {
     "use_ema": True,
     "ema_decay": 0.9999,
 }
+SPEED_DEFAULTS: dict[str, Any] = {
+    # How training runs, not what it learns (benchmarks/ldm_throughput.py measures both on a device).
+    "channels_last": "auto",  # auto: on a GPU only | true | false
+    "compile": False,  # torch.compile the UNet in place (state dict keys unchanged); first steps compile
+}
 MODEL_SECTIONS = {"unet": UNET_DEFAULTS, "conditioning": CONDITIONING_DEFAULTS,
-                  "diffusion": DIFFUSION_DEFAULTS, "optim": OPTIM_DEFAULTS}
+                  "diffusion": DIFFUSION_DEFAULTS, "optim": OPTIM_DEFAULTS, "speed": SPEED_DEFAULTS}
 SCHEDULER_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
 
 
@@ -75,6 +80,10 @@ def model_settings(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         raise GeoxaiError("diffusion.scale_factor is not set and diffusion.scale_by_std is false; set one of them")
     if out["optim"]["optimizer"] not in ("adamw", "adam"):
         raise GeoxaiError(f"optim.optimizer {out['optim']['optimizer']!r}: use adamw or adam")
+    if out["speed"]["channels_last"] not in ("auto", True, False):
+        raise GeoxaiError(f"speed.channels_last {out['speed']['channels_last']!r}: use auto, true or false")
+    if not isinstance(out["speed"]["compile"], bool):
+        raise GeoxaiError(f"speed.compile {out['speed']['compile']!r}: use true or false")
     if not 0.0 <= float(out["conditioning"]["p_uncond"]) < 1.0:
         raise GeoxaiError(f"conditioning.p_uncond {out['conditioning']['p_uncond']}: must be in [0, 1)")
     return out
@@ -147,6 +156,12 @@ class LatentDiffusion(pl.LightningModule):
         self.effective_lr: float | None = None
         self.last_loss: float | None = None  # unscaled loss of the latest micro-batch (loss.csv)
 
+    @property
+    def channels_last(self) -> bool:
+        """Whether the UNet runs in channels_last memory format (``speed.channels_last``)."""
+        choice = self.settings["speed"]["channels_last"]
+        return self.device.type == "cuda" if choice == "auto" else bool(choice)
+
     def denoiser_parameters(self) -> list[torch.nn.Parameter]:
         """Trained parameters in a fixed order (UNet, then conditioner): the EMA's order."""
         return [*self.unet.parameters(), *self.conditioner.parameters()]
@@ -155,8 +170,10 @@ class LatentDiffusion(pl.LightningModule):
     def on_fit_start(self) -> None:
         if self.ema is not None:
             self.ema.to(device=self.device)
-        if self.device.type == "cuda":
+        if self.channels_last:
             self.unet.to(memory_format=torch.channels_last)
+        if self.settings["speed"]["compile"]:
+            self.unet.compile()  # in place: parameters and checkpoint keys stay the UNet's
 
     def on_train_start(self) -> None:
         self._ema_step_seen = self.global_step
@@ -169,7 +186,7 @@ class LatentDiffusion(pl.LightningModule):
         if torch.isnan(self.scale_factor):
             self._set_scale_factor(z)
         z = z * self.scale_factor
-        if self.device.type == "cuda":
+        if self.channels_last:
             z = z.contiguous(memory_format=torch.channels_last)
         return z
 
