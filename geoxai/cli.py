@@ -402,11 +402,13 @@ def pretrained_group(ctx: click.Context) -> None:
 @pretrained_group.command("build")
 @click.argument("name")
 @click.option("--embedder", "embedder_dir", required=True, type=click.Path(path_type=Path),
-              help="Output folder of an embedder training run (holds embedder.yaml).")
+              help="Output folder of an embedder training run (holds embedder.yaml), or a shipped embedder's name "
+                   "to keep it as it is.")
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
               help="LDM checkpoint (.ckpt) trained on that embedder.")
 @click.option("--segmenter", "segmenter_dir", required=True, type=click.Path(path_type=Path),
-              help="Output folder of a segmenter training run (holds segmenter.yaml).")
+              help="Output folder of a segmenter training run (holds segmenter.yaml), or a shipped segmenter's name "
+                   "to keep it as it is.")
 @click.option("--cards", type=click.Path(path_type=Path), default=None,
               help="Folder of embedder.md, ldm.md, autoencoder.md, segmenter.md: measured numbers for the cards. "
                    "[default: none]")

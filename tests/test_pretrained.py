@@ -191,3 +191,27 @@ def test_build_packs_a_set_that_loads_and_samples_by_name(tmp_path, monkeypatch)
     assert run.settings["guidance"] == 2.5 and run.settings["embedder"] == {"name": "tinyset"}
     listing = CliRunner().invoke(cli, ["pretrained"])
     assert listing.exit_code == 0 and "tinyset" in listing.output and "segmenter" in listing.output
+
+    # Rebuilding after retraining only the LDM keeps the shipped embedder and segmenter bit for bit,
+    # cards included; the LDM must have been trained on the embedder it is shipped with.
+    kept = {p.relative_to(root): p.read_bytes() for kind in ("embedder", "segmenter") for p in (root / kind).rglob("*")
+            if p.is_file()}
+    torch.manual_seed(1)
+    retrained = LatentDiffusion({**config, "embedder": {"name": "tinyset"}}, context_dim=8,
+                                identities={"embedder": from_spec({"name": "tinyset"}).identity()})
+    torch.save({"state_dict": retrained.state_dict(), "hyper_parameters": dict(retrained.hparams)}, tmp_path / "new.ckpt")
+    result = CliRunner().invoke(cli, ["pretrained", "build", "tinyset", "--embedder", "tinyset", "--checkpoint",
+                                      str(tmp_path / "new.ckpt"), "--segmenter", "tinyset"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert {p: root.joinpath(p).read_bytes() for p in kept} == kept
+    unet = load_file(str(next((root / "ldm" / "unet").glob("*.safetensors"))))
+    first = next(k for k in unet if k.endswith("weight"))
+    assert torch.equal(unet[first], retrained.state_dict()[f"unet.{first}"].half())  # the new LDM is in
+    assert len(sample_run("tinyset", queries, tmp_path / "run2", samples=1, steps=2, progress=False).manifest()) == 2
+
+    other = LatentDiffusion({**config, "embedder": {"name": "tinyset"}}, context_dim=8, identities={"embedder": "0" * 16})
+    torch.save({"state_dict": other.state_dict(), "hyper_parameters": dict(other.hparams)}, tmp_path / "other.ckpt")
+    result = CliRunner().invoke(cli, ["pretrained", "build", "tinyset", "--embedder", "tinyset", "--checkpoint",
+                                      str(tmp_path / "other.ckpt"), "--segmenter", "tinyset"])
+    assert result.exit_code == 2 and "trained with embedder 0000000000000000" in result.output, result.output
+    assert {p: root.joinpath(p).read_bytes() for p in kept} == kept  # a refused build leaves the set as it was

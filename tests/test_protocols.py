@@ -51,3 +51,19 @@ def test_shipped_synthcity_configs_name_their_protocol_and_respect_it(name, prot
         check_training_folders(config["data"]["train_dirs"], protocol)
         validation = config["data"].get("val_queries") or config["data"].get("val_dir")
         assert "/val/" in validation  # choices and previews on validation places, not test places
+
+
+GENERATOR_CONFIGS = sorted((REPO / "configs").glob("ldm/*.yaml")) + sorted((REPO / "configs").glob("autoencoder/*.yaml"))
+
+
+@pytest.mark.parametrize("path", GENERATOR_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_generator_config_resolves_and_respects_its_protocol(path):
+    """A config shipped in configs/ has no unknown key (it would fail at `geoxai train`) and trains on
+    no folder its protocol keeps out."""
+    from geoxai.config import load_config
+    from geoxai.ldm import autoencoder_training, training
+
+    resolve = {"ldm": training.resolve_config, "autoencoder": autoencoder_training.resolve_config}[path.parent.name]
+    config = resolve(load_config(path))
+    assert config["stage"] == path.parent.name
+    check_training_folders(config["data"]["train_dirs"], config["protocol"])

@@ -66,7 +66,8 @@ def _pack_embedder(embedder_dir: Path, out: Path) -> dict[str, Any]:
     return spec
 
 
-def _pack_ldm(checkpoint: Path, out: Path, name: str, embedder_dir: Path) -> dict[str, Any]:
+def _pack_ldm(checkpoint: Path, out: Path, name: str, embedder_dir: Path,
+              kept_embedder: str | None = None) -> dict[str, Any]:
     from geoxai.embedders import SIDECAR, from_spec, read_spec
     from geoxai.ldm.autoencoder import autoencoder_identity, load_autoencoder
     from geoxai.ldm.export import export_pipeline
@@ -87,6 +88,11 @@ def _pack_ldm(checkpoint: Path, out: Path, name: str, embedder_dir: Path) -> dic
     # What the stored (fp16-rounded) weights are: sampling checks these, not the training run's.
     # (The shipped embedder's identity does not depend on where its file lies.)
     embedder = from_spec(read_spec(embedder_dir / SIDECAR))
+    trained_identity = (manifest.get("identities") or {}).get("embedder")
+    if kept_embedder and trained_identity and trained_identity != embedder.identity():
+        raise GeoxaiError(f"--checkpoint {checkpoint}: trained with embedder {trained_identity}, not the shipped "
+                          f"embedder kept by --embedder {kept_embedder} ({embedder.identity()}); pack the embedder it was "
+                          "trained with (its training folder)")
     manifest["identities"] = {"embedder": embedder.identity(),
                               "autoencoder": autoencoder_identity(load_autoencoder({"path": str(out / "vae")}))}
     manifest["source_checkpoint"] = Path(checkpoint).name
@@ -108,31 +114,57 @@ def _pack_segmenter(segmenter_dir: Path, out: Path) -> dict[str, Any]:
     return spec
 
 
+def _keep_shipped(value: str | Path, kind: str, out: Path) -> Path | None:
+    """Copy the shipped ``kind`` model named ``value`` (card included) to ``out``; None for a path.
+
+    Rebuilding a set after retraining one model keeps the others as they are, bit for bit, with the
+    cards that describe how they were trained and what they measured.
+    """
+    from geoxai import pretrained
+
+    if Path(value).exists() or not pretrained.looks_like_name(value):
+        return None
+    source = pretrained.folder(str(value), kind)  # an unknown name: one line listing the shipped ones
+    shutil.copytree(source, out)
+    return out
+
+
 def build(name: str, embedder_dir: str | Path, checkpoint: str | Path, segmenter_dir: str | Path,
           out: str | Path | None = None, cards: str | Path | None = None, guidance: float | None = None) -> Path:
     """Pack a trained embedder folder, LDM checkpoint and segmenter folder as the shipped set ``name``.
 
+    ``embedder_dir`` and ``segmenter_dir`` may instead name shipped models (``synthcity``), which are
+    kept as they are (weights and cards); the LDM must then have been trained on that embedder.
     ``cards`` is a folder of ``<kind>.md`` texts (measured numbers, commands) put on the cards
     under the provenance this function writes itself. ``guidance`` is the scale chosen on validation
     places; ``geoxai sample`` uses it when ``--guidance`` is not given. Returns the set's folder.
     """
     from geoxai import pretrained
+    from geoxai.embedders import SIDECAR, read_spec
     from geoxai.files import atomic_folder
 
     if not pretrained.looks_like_name(name):
         raise GeoxaiError(f"name {name!r}: a shipped set is named by one word (letters, digits, -, _)")
     target = Path(out) if out is not None else pretrained.ROOT / name
     with atomic_folder(target) as tmp:
-        # The LDM's identities are computed with the shipped embedder, found by name under ROOT;
-        # while building, a temporary name points there.
-        spec = _pack_embedder(Path(embedder_dir), tmp / "embedder")
-        manifest = _pack_ldm(Path(checkpoint), tmp / "ldm", name, tmp / "embedder")
+        # The old set stays readable until the new one replaces it in one rename, so a shipped model
+        # kept by name is copied from it and the LDM's identities are computed with the copy.
+        kept = set()
+        if _keep_shipped(embedder_dir, "embedder", tmp / "embedder"):
+            spec, kept = read_spec(tmp / "embedder" / SIDECAR), kept | {"embedder"}
+        else:
+            spec = _pack_embedder(Path(embedder_dir), tmp / "embedder")
+        manifest = _pack_ldm(Path(checkpoint), tmp / "ldm", name, tmp / "embedder",
+                             str(embedder_dir) if "embedder" in kept else None)
         if guidance is not None:
             manifest["guidance"] = float(guidance)
             (tmp / "ldm" / "geoxai.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
-        segmenter = _pack_segmenter(Path(segmenter_dir), tmp / "segmenter")
+        if _keep_shipped(segmenter_dir, "segmenter", tmp / "segmenter"):
+            segmenter, kept = yaml.safe_load((tmp / "segmenter" / "segmenter.yaml").read_text()), kept | {"segmenter"}
+        else:
+            segmenter = _pack_segmenter(Path(segmenter_dir), tmp / "segmenter")
         notes = Path(cards) if cards is not None else None
-        _write_cards(tmp, name, spec, manifest, segmenter, Path(embedder_dir), Path(segmenter_dir), notes)
+        _write_cards(tmp, name, spec, manifest, segmenter, Path(embedder_dir), Path(segmenter_dir), notes, kept)
     return target
 
 
@@ -143,7 +175,8 @@ def _note(notes: Path | None, kind: str) -> str:
 
 
 def _write_cards(root: Path, name: str, embedder_spec: dict[str, Any], manifest: dict[str, Any],
-                 segmenter: dict[str, Any], embedder_dir: Path, segmenter_dir: Path, notes: Path | None) -> None:
+                 segmenter: dict[str, Any], embedder_dir: Path, segmenter_dir: Path, notes: Path | None,
+                 kept: set[str] = frozenset()) -> None:
     config = manifest["training_config"]
     autoencoder_run = Path(str(manifest["trained_with"]["autoencoder"]["path"])).parent
     cards = {
@@ -157,6 +190,8 @@ def _write_cards(root: Path, name: str, embedder_spec: dict[str, Any], manifest:
                              f"--segmenter {name}", _yaml(segmenter_dir / "config.yaml")),
     }
     for folder, (kind, title, usage, training) in cards.items():
+        if kind in kept:  # a shipped model kept as it was keeps its card
+            continue
         sizes = sum(p.stat().st_size for p in folder.rglob("*.safetensors"))
         text = [f"# {name} {kind}: {title}", "",
                 f"Shipped with geoxai; loads by name: `{usage}`. Stored as fp16 safetensors "
