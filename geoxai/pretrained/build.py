@@ -149,9 +149,10 @@ def build(name: str, embedder_dir: str | Path, checkpoint: str | Path, segmenter
     with atomic_folder(target) as tmp:
         # The old set stays readable until the new one replaces it in one rename, so a shipped model
         # kept by name is copied from it and the LDM's identities are computed with the copy.
-        kept = set()
+        kept: set[str] = set()
         if _keep_shipped(embedder_dir, "embedder", tmp / "embedder"):
-            spec, kept = read_spec(tmp / "embedder" / SIDECAR), kept | {"embedder"}
+            kept.add("embedder")
+            spec = read_spec(tmp / "embedder" / SIDECAR)
         else:
             spec = _pack_embedder(Path(embedder_dir), tmp / "embedder")
         manifest = _pack_ldm(Path(checkpoint), tmp / "ldm", name, tmp / "embedder",
@@ -160,7 +161,8 @@ def build(name: str, embedder_dir: str | Path, checkpoint: str | Path, segmenter
             manifest["guidance"] = float(guidance)
             (tmp / "ldm" / "geoxai.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
         if _keep_shipped(segmenter_dir, "segmenter", tmp / "segmenter"):
-            segmenter, kept = yaml.safe_load((tmp / "segmenter" / "segmenter.yaml").read_text()), kept | {"segmenter"}
+            kept.add("segmenter")
+            segmenter = yaml.safe_load((tmp / "segmenter" / "segmenter.yaml").read_text())
         else:
             segmenter = _pack_segmenter(Path(segmenter_dir), tmp / "segmenter")
         notes = Path(cards) if cards is not None else None
@@ -176,7 +178,7 @@ def _note(notes: Path | None, kind: str) -> str:
 
 def _write_cards(root: Path, name: str, embedder_spec: dict[str, Any], manifest: dict[str, Any],
                  segmenter: dict[str, Any], embedder_dir: Path, segmenter_dir: Path, notes: Path | None,
-                 kept: set[str] = frozenset()) -> None:
+                 kept: frozenset[str] | set[str] = frozenset()) -> None:
     config = manifest["training_config"]
     autoencoder_run = Path(str(manifest["trained_with"]["autoencoder"]["path"])).parent
     cards = {
