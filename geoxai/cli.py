@@ -168,11 +168,19 @@ def train(config_path: Path, resume: bool, overrides: tuple[str, ...]) -> None:
 
 
 # ----------------------------------------------------------------------------------- embedders
-def embedder_options(func):
-    """Options that describe an embedder: a registered name plus its settings, or a spec file."""
+def embedder_options(func=None, *, of_run: bool = False):
+    """Options that describe an embedder: a registered name plus its settings, or a spec file.
+
+    ``of_run``: the command (evaluate) defaults to the embedder its GenerationRun records, so no
+    option is required and the defaults say so.
+    """
+    if func is None:
+        return lambda f: embedder_options(f, of_run=of_run)
+    run_default = " [default: the embedder the run's generations were conditioned on]"
     options = [
-        click.option("--embedder", default="cosplace", show_default=True,
-                     help="Registered embedder name, or a shipped model's name (synthcity: no other options needed)."),
+        click.option("--embedder", default="cosplace", show_default=not of_run,
+                     help="Registered embedder name, or a shipped model's name (synthcity: no other options needed)."
+                          + (run_default if of_run else "")),
         click.option("--embedder-config", type=click.Path(path_type=Path), default=None,
                      help="YAML spec of the embedder (the embedder.yaml written beside trained weights, or "
                           "configs/embedder/specs/*.yaml); replaces the options below. [default: none]"),
@@ -182,8 +190,10 @@ def embedder_options(func):
         click.option("--dim", default=None, type=int,
                      help="Descriptor dimension. [default: read from --weights, else 512]"),
         click.option("--weights", default=None,
-                     help="Weights file, `hub` for the released CosPlace weights, or `random` for an untrained "
-                          "network (a chance-level baseline). [required]"),
+                     help="Weights file, `hub` for the released CosPlace weights, or `random` for a seeded random "
+                          "init (an untrained network baseline). "
+                          + ("[default: the run's embedder; required with --embedder cosplace]" if of_run
+                             else "[required]")),
         click.option("--image-size", default=None, type=int,
                      help="Input side after resize and centre crop. [default: 512, the thesis' CosPlace]"),
     ]
@@ -304,7 +314,7 @@ def sample(checkpoint: Path, queries: Path, samples: int, sampler: str, steps: i
 @click.option("--database", type=click.Path(path_type=Path), default=None,
               help="Database images with UTM names (a folder, or a test set with database/): retrieval and "
                    "the reference pairing (another real photo of each place). [default: none]")
-@embedder_options
+@embedder_options(of_run=True)
 @batch_size_option(32, "Images")
 @device_option
 @click.option("--devices", default=1, show_default=True, type=int,

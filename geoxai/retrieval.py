@@ -113,6 +113,7 @@ class RetrievalResult:
     random_weights: bool = False
     identical_in_database: int = 0  # queries whose exact bytes are also a database image
     notices: list[str] = field(default_factory=list)
+    domain: dict[str, Any] | None = None  # geoxai.domain record when a shipped model was used
 
     def table(self) -> "Any":
         """Recall and chance as a pandas DataFrame (rows recall/chance, columns R@N)."""
@@ -125,8 +126,8 @@ class RetrievalResult:
         spec = ", ".join(f"{k}={v}" for k, v in self.spec.items() if v is not None)
         lines = []
         if self.random_weights:
-            lines.append(f"WARNING: the embedder has RANDOM weights (seeded init, {spec}): these numbers are a "
-                         "chance-level baseline, not a trained model")
+            lines.append(f"WARNING: the embedder has RANDOM weights (seeded init, {spec}): these numbers are an "
+                         "untrained network baseline, not a trained model")
         lines.append(f"retrieval on {self.dataset} ({self.num_database} database images; {spec})")
         if self.labels:
             lines.append(self.table().to_string(float_format=lambda v: f"{v:6.2f}"))
@@ -214,7 +215,7 @@ def check_trained(embedder: Any, spec: Mapping[str, Any]) -> None:
     if embedder.random_weights and str(spec.get("weights")) != "random":
         raise GeoxaiError(f"no {setting('weights')} given, so the embedder would be an untrained random network; "
                           f"give {setting('weights')} FILE (or hub for released weights), or "
-                          f"{setting('weights')} random for a chance-level baseline")
+                          f"{setting('weights')} random for an untrained network baseline")
 
 
 def evaluate_retrieval(dataset: str | Path, spec: Mapping[str, Any], out: str | Path | None = None,
@@ -229,6 +230,7 @@ def evaluate_retrieval(dataset: str | Path, spec: Mapping[str, Any], out: str | 
     """
     from geoxai.data.digests import find_duplicates
     from geoxai.data.vpr import VPRTestSet
+    from geoxai.domain import check_domain, embedder_model
     from geoxai.embedders import from_spec
     from geoxai.embedders.descriptors import embed_files
 
@@ -243,6 +245,8 @@ def evaluate_retrieval(dataset: str | Path, spec: Mapping[str, Any], out: str | 
     embedder = from_spec(spec, device=device)
     check_trained(embedder, spec)
     identity = embedder.identity()
+    domain = check_domain([embedder_model(spec), embedder_model(embedder.spec())],
+                          [*test_set.database_paths, *test_set.queries_paths])
     compute = dict(batch_size=batch_size, progress=progress, num_workers=num_workers, store=store)
     db = embed_files(embedder, test_set.database_paths, desc="database", **compute)
     queries = embed_files(embedder, test_set.queries_paths, desc="queries", **compute)
@@ -253,7 +257,8 @@ def evaluate_retrieval(dataset: str | Path, spec: Mapping[str, Any], out: str | 
     duplicates = find_duplicates({"database": test_set.database_paths, "queries": test_set.queries_paths})
     twins = set(duplicates.across("queries", "database"))
     identical = np.array([p in twins for p in test_set.queries_paths], dtype=bool)
-    notices = db.reshaped.notices("database images") + queries.reshaped.notices("queries")
+    notices = [domain.notice] if domain.notice else []
+    notices += db.reshaped.notices("database images") + queries.reshaped.notices("queries")
     if identical.any():
         notices.append(f"{int(identical.sum())} queries have a byte-identical copy in the database: their top match is "
                        "themselves, which inflates recall (column identical_in_database of predictions.csv)")
@@ -273,7 +278,7 @@ def evaluate_retrieval(dataset: str | Path, spec: Mapping[str, Any], out: str | 
                   skipped_database=len(db.skipped), num_database=len(test_set.database_paths),
                   radius=float(radius), reused_descriptors=db.computed == 0 and queries.computed == 0, out=out,
                   random_weights=bool(embedder.random_weights), identical_in_database=int(identical.sum()),
-                  notices=notices)
+                  notices=notices, domain=domain.record())
     if not labels:
         status = np.where(q_ok, "ok", "unreadable").astype(object)
         result = RetrievalResult(recalls={}, chance={}, num_queries=int(q_ok.sum()), num_without_positives=0,

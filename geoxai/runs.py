@@ -38,7 +38,7 @@ MANIFEST_COLUMNS = ("query_id", "query_path", "sample", "seed", "image_path", "u
 QUERIES_COLUMNS = ("query_id", "query_index", "query_path", "samples", "utm_east", "utm_north")
 # Settings that do not change what an image looks like: a resume may change them.
 NON_GENERATION_KEYS = frozenset({"format", "created", "updated", "geoxai_version", "batch_size", "device", "checkpoint",
-                                 "limit", "progress", "num_workers"})
+                                 "limit", "progress", "num_workers", "domain", "random_weights"})
 _IMAGE_NAME = re.compile(r"^(\d+)\.png$")
 _TEXT_KEY = "geoxai:"  # prefix of the PNG text chunks that make each image self-describing
 

@@ -128,8 +128,14 @@ class DiversityPlugin(Plugin):
             ctx.notice(f"diversity: generated spread / reference spread: {', '.join(said)} (target >= "
                        f"{RATIO_TARGET:g}: generations should vary at least half as much as a real re-visit)")
         elif not records.empty:
+            if ctx.database is None:
+                missing = "give --database"
+            elif ctx.database.utm is None:
+                missing = "--database was given, but its file names carry no UTM coordinates (@east@north@...@.jpg)"
+            else:
+                missing = f"a database image within {ctx.database.radius:g} m"
             ctx.notice("diversity: no generated / reference spread ratio (needs queries with at least two samples "
-                       "and a reference photo: give --database)")
+                       f"and a reference photo: {missing})")
         return pd.concat([summary, pd.DataFrame(rows)], ignore_index=True) if rows else summary
 
 

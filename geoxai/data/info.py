@@ -114,7 +114,8 @@ def _format_sizes(sizes: dict[tuple[int, int], int]) -> str:
     ranked = sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))
     text = ", ".join(f"{w}x{h} ({n})" for (w, h), n in ranked[:_MAX_SIZES_SHOWN])
     if len(ranked) > _MAX_SIZES_SHOWN:
-        text += f", and {len(ranked) - _MAX_SIZES_SHOWN} other sizes"
+        others = len(ranked) - _MAX_SIZES_SHOWN
+        text += f", and {others} other size{'s' if others != 1 else ''}"
     return text
 
 

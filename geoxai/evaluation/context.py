@@ -4,7 +4,8 @@ Artifacts (descriptors, colour statistics, segmentations) were computed by the r
 plugin ran; the context only looks them up by image content. Images are decoded once and kept (as
 uint8) for every plugin of the evaluation. Pairs whose images differ in size are aligned the same way
 for every plugin: the original is centre-cropped to the generation's aspect ratio (what the generator
-was conditioned on), then the generation is resized to that crop; this is said once per evaluation.
+was conditioned on), then the generation is resized to that crop; this is said once per evaluation,
+as one line counting the images (``all_notices``).
 """
 
 from __future__ import annotations
@@ -52,12 +53,24 @@ class EvaluationContext:
     image_cache_bytes: int = 2 << 30
     _images: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _cached_bytes: int = 0
+    _resized: dict[Path, str] = field(default_factory=dict, repr=False)  # image -> "128x128 vs 640x480 ..."
 
     # ------------------------------------------------------------------------------ notices
     def notice(self, text: str) -> None:
         """Say something once per evaluation (shown on the console and kept in results.json)."""
         if text not in self.notices:
             self.notices.append(text)
+
+    def all_notices(self) -> list[str]:
+        """Every notice of the evaluation, the images aligned to their original's size as one counted line."""
+        if not self._resized:
+            return list(self.notices)
+        first, example = next(iter(self._resized.items()))
+        count = len(self._resized)
+        line = (f"{count} {'image' if count == 1 else 'images'} of another size than {'its' if count == 1 else 'their'} "
+                f"original (e.g. {first.parent.name}/{first.name}: {example}) compared after centre-cropping the original to the "
+                "image's aspect ratio and resizing the image to that crop")
+        return [*self.notices, line]
 
     def rng(self, name: str) -> np.random.Generator:
         """A generator seeded by the evaluation seed and ``name`` (one stream per use)."""
@@ -143,7 +156,22 @@ class EvaluationContext:
         top, left = (ha - h) // 2, (wa - w) // 2
         a = a[top:top + h, left:left + w]
         resized = Image.fromarray((b * 255).round().astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC)
-        self.notice(f"images of another size than their original (e.g. {Path(other).name}: {wb}x{hb} vs "
-                    f"{wa}x{ha}) are compared after centre-cropping the original to the image's aspect ratio "
-                    f"and resizing the image to that crop ({w}x{h})")
+        self._resized.setdefault(Path(other), f"{wb}x{hb} vs {wa}x{ha}, crop {w}x{h}")
         return a, np.asarray(resized, dtype=np.float32) / 255.0
+
+
+def merge_notices(earlier: Sequence[str], now: Sequence[str]) -> list[str]:
+    """The notices of an EVAL folder evaluated again: today's, then the earlier ones not said again today.
+
+    A plugin reused from the earlier evaluation does not run again, so its notices (e.g. why FID was
+    skipped) would vanish. A line that today says again with other numbers (the count of images of
+    another size, the shipped models on other images) replaces the earlier one.
+    """
+    import re
+
+    from geoxai.domain import BANNER
+
+    restated = [re.compile(r"^\d+ images? of another size than"), re.compile(re.escape(BANNER))]
+    kept = [text for text in earlier if text not in now
+            and not any(p.match(text) and any(p.match(t) for t in now) for p in restated)]
+    return [*now, *dict.fromkeys(kept)]

@@ -273,6 +273,7 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
         outcomes_note = f"no reference pairing ({reason}): real re-visits come from database images within {radius:g} m"
     spec = dict(embedder_spec) if embedder_spec is not None else dict(reader.settings.get("embedder") or {})
     provider_options: dict[str, dict[str, Any]] = {}
+    random_weights = {"embedder": False, "run": _run_random_weights(reader.settings)}
     descriptor_provider = None
     embedder_identity = None
     if "descriptor" in needs or "database" in needs:
@@ -285,6 +286,7 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
 
         embedder = from_spec(spec, device=device)
         check_trained(embedder, spec)
+        random_weights["embedder"] = bool(embedder.random_weights)
         descriptor_provider = DescriptorArtifact(spec, device=device, batch_size=batch_size, num_workers=num_workers)
         descriptor_provider._embedder = embedder
         embedder_identity = embedder.identity()
@@ -383,6 +385,10 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
     ctx = EvaluationContext(seed=int(seed), artifacts=artifacts, digests=digests, database=db,
                             embedder_provider=descriptor_provider, run_settings=dict(reader.settings),
                             segmenter=segmentation_provider.segmenter if segmentation_provider else None)
+    domain = _check_domain(spec if embedder_identity else None, segmentation_provider, reader.settings, manifest, db,
+                           out / RESULTS_FILE)
+    for line in _warnings(random_weights, spec if embedder_identity else None, domain.notice):
+        ctx.notice(line)
     if outcomes_note:
         ctx.notice(outcomes_note)
     if reader.missing:
@@ -423,12 +429,65 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
         "versions": _versions(),
         "plugins": plugin_infos,
         "summary": json.loads(summary.to_json(orient="records")),
-        "errors": len(errors), "notices": list(ctx.notices),
+        "errors": len(errors), "notices": _merged_notices(out / RESULTS_FILE, ctx.all_notices()),
+        "random_weights": random_weights,
     }
+    if domain.record() is not None:
+        results["domain"] = domain.record()
     atomic_write_text(out / RESULTS_FILE, json.dumps(results, indent=1, default=str))
     return EvaluationResult(out=out, run=run_root, plugins=list(outcomes.values()), summary=summary,
-                            computed=computed, notices=list(ctx.notices), errors=len(errors),
+                            computed=computed, notices=results["notices"], errors=len(errors),
                             seconds=time.time() - started)
+
+
+def _run_random_weights(settings: Mapping[str, Any]) -> bool:
+    """Whether the run's generations were conditioned on an untrained (random) embedder."""
+    embedder = settings.get("embedder") if isinstance(settings.get("embedder"), Mapping) else {}
+    return bool(settings.get("random_weights")) or str(embedder.get("weights")) == "random"
+
+
+def _check_domain(spec: Mapping[str, Any] | None, segmentation: Any, settings: Mapping[str, Any],
+                  manifest: pd.DataFrame, db: Database | None, earlier: Path) -> Any:
+    """The shipped models of this evaluation (its embedder, segmenter, the run's LDM) against the real images,
+    joined with those of an earlier evaluation into the same folder."""
+    from geoxai.domain import check_domain, embedder_model, ldm_model, merged, segmenter_model
+
+    models = [embedder_model(spec), segmenter_model(segmentation.segmenter.spec() if segmentation else None),
+              ldm_model(settings.get("checkpoint")) if settings.get("generator") == "geoxai.ldm" else None]
+    check = check_domain(models, [*manifest["query_path"].unique(), *(db.paths if db is not None else [])])
+    return merged(check, _earlier_results(earlier).get("domain"))
+
+
+def _warnings(random_weights: Mapping[str, bool], spec: Mapping[str, Any] | None, domain: str | None) -> list[str]:
+    """WARNING lines on stderr (random weights) and the notices they become; the domain notice first."""
+    lines = [domain] if domain else []
+    if random_weights["embedder"]:
+        named = ", ".join(f"{k} {v}" for k, v in (spec or {}).items())
+        lines.append(f"the evaluation's embedder has RANDOM weights ({named}): its numbers are an untrained "
+                     "network baseline, not a VPR model")
+    if random_weights["run"]:
+        lines.append("the run's generations were conditioned on an embedder with RANDOM weights: they are an "
+                     "untrained network baseline, not explanations of a VPR model")
+    for line in lines[1 if domain else 0:]:
+        print(f"WARNING: {line}", file=sys.stderr)
+    return lines
+
+
+def _merged_notices(results_path: Path, notices: list[str]) -> list[str]:
+    """Today's notices and those of an earlier evaluation into the same folder (see ``merge_notices``)."""
+    from geoxai.evaluation.context import merge_notices
+
+    earlier = _earlier_results(results_path).get("notices")
+    return merge_notices([str(n) for n in earlier] if isinstance(earlier, list) else [], notices)
+
+
+def _earlier_results(path: Path) -> dict[str, Any]:
+    """results.json of an earlier evaluation into this folder; empty when there is none (or it is damaged)."""
+    try:
+        found = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _protocol(settings: Mapping[str, Any]) -> str:

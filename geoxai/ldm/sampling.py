@@ -121,6 +121,7 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
     """
     from geoxai.data.vpr import list_images
     from geoxai.devices import resolve_device
+    from geoxai.domain import check_domain, embedder_model, ldm_model
     from geoxai.embedders.descriptors import embed_files
     from geoxai.files import writable_folder
     from geoxai.ldm.loading import load_components, resolve_checkpoint
@@ -157,11 +158,18 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
         "identities": dict(components.identities),
         "protocol": str(config.get("protocol") or "unknown (trained before protocols were recorded)"),
         "queries": str(queries), "image_size": image_size,
+        "random_weights": bool(embedder.random_weights),
     }
+    domain = check_domain([ldm_model(checkpoint), embedder_model(config["embedder"])],
+                          [item.query_path for item in items])
+    if domain.record() is not None:
+        settings["domain"] = domain.record()
     fabric = _launched_fabric(devices, num_nodes, device)  # under a cluster launcher: every rank runs this
     if fabric is not None and fabric.global_rank != 0:
         fabric.barrier()  # rank 0 creates the run and records its plan first
     run = GenerationRun.create(out, settings, resume=True)
+    if fabric is None or fabric.global_rank == 0:
+        _warn(settings, domain.notice)
     todo = run.pending(items, samples)
     if fabric is not None and fabric.global_rank == 0:
         fabric.barrier()
@@ -269,6 +277,16 @@ def _sample_worker(fabric: Any, job: dict[str, Any], run: Any = None, components
               job["batch_size"], f"sampling ({job['sampler']}, {job['steps']} steps, rank {rank} of {world})",
               job["progress"] and rank == 0)
     fabric.barrier()
+
+
+def _warn(settings: dict[str, Any], domain_notice: str | None) -> None:
+    """Say on stderr, once per command, what makes the run's images describe something else than the user's data."""
+    if settings["random_weights"]:
+        named = ", ".join(f"{k} {v}" for k, v in settings["embedder"].items())
+        print(f"WARNING: the queries' descriptors come from an embedder with RANDOM weights ({named}): the "
+              "generations are an untrained network baseline, not explanations of a VPR model", file=sys.stderr)
+    if domain_notice:
+        print(f"notice: {domain_notice}", file=sys.stderr)
 
 
 def _notify(skipped: list[tuple[Path, str]], without_utm: list[Any], reshaped: list[str]) -> None:

@@ -152,6 +152,21 @@ class Evaluation:
         run = self.results.get("run")
         return run if isinstance(run, dict) else {}
 
+    @property
+    def warnings(self) -> list[str]:
+        """Banners for every page showing this evaluation: shipped SynthCity models on other images
+        (``domain`` in results.json or the run's run.yaml) and untrained (random) embedders."""
+        from geoxai.domain import BANNER, RANDOM_BANNER, mismatch_of
+
+        settings = self.run.get("settings") if isinstance(self.run.get("settings"), dict) else {}
+        found = []
+        if mismatch_of(self.results.get("domain")) or mismatch_of(settings.get("domain")):
+            found.append(BANNER)
+        random = self.results.get("random_weights")
+        if (any(random.values()) if isinstance(random, dict) else bool(random)) or settings.get("random_weights"):
+            found.append(RANDOM_BANNER)
+        return found
+
     @cached_property
     def _measured(self) -> list[tuple[str, str]]:
         """(plugin, metric) pairs of the summary, then of the records, in order of appearance (computed once:
@@ -240,6 +255,16 @@ class Evaluation:
         scope = settings.get("queries") and f"queries:{settings['queries']}"
         scope = scope or f"run:{self.run.get('identity') or self.run_path or self.folder}"
         return {q: f"{scope}:{q}" for q in ids}
+
+
+def report_warnings(evaluations: list[Evaluation]) -> list[str]:
+    """Each banner of the evaluations once, naming the evaluations it applies to when not all of them."""
+    found: dict[str, list[str]] = {}
+    for evaluation in evaluations:
+        for warning in evaluation.warnings:
+            found.setdefault(warning, []).append(evaluation.label)
+    return [warning if len(labels) == len(evaluations) else f"{warning} (evaluations: {', '.join(labels)})"
+            for warning, labels in found.items()]
 
 
 def load_evaluation(folder: str | Path) -> Evaluation:

@@ -73,6 +73,8 @@ figure img { max-width: 100%; height: auto; display: block; border: 1px solid va
 figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; max-width: 1100px; }
 .ok { color: #1e7b34; } .failed { color: #b3261e; font-weight: 600; }
 .skipped li, .notices li { margin: 2px 0; }
+.banner { background: #fdecea; border: 1px solid #b3261e; color: #7f1d1d; font-weight: 600; padding: 8px 14px;
+          border-radius: 4px; margin: 12px 0; }
 pre.err { background: var(--band); border: 1px solid var(--line); padding: 8px; font-size: 12px; overflow-x: auto; }
 """
 
@@ -138,7 +140,8 @@ def _provenance(evaluation: Evaluation) -> str:
     settings = run.get("settings") if isinstance(run.get("settings"), dict) else {}
     config = results.get("config") if isinstance(results.get("config"), dict) else {}
     backends = results.get("backends") if isinstance(results.get("backends"), dict) else {}
-    parts = [f'<div class="card"><h3>{_e(evaluation.label)}</h3>', _kv(rows),
+    parts = [f'<div class="card"><h3>{_e(evaluation.label)}</h3>',
+             *(f'<p class="banner">{_e(w)}</p>' for w in evaluation.warnings), _kv(rows),
              f'<p class="muted">plugins: {plugin_list}</p>']
     for title, mapping in (("generator settings (run.yaml)", settings), ("evaluation config", config),
                            ("backends", backends)):
@@ -182,8 +185,9 @@ def _errors(evaluation: Evaluation) -> str:
 def index_html(out: Path, evaluations: Sequence[Evaluation], summary: Table, plugin_tables: Sequence[Table],
                paired: Table | None, paired_reasons: Sequence[str], figures: Sequence[FigureFile],
                grids: Sequence[tuple[Path, str]], skipped: Sequence[tuple[str, str]],
-               table_files: Mapping[str, Sequence[Path]]) -> str:
-    """The whole page as a string; ``table_files`` maps a table name to its written md/tex/csv files."""
+               table_files: Mapping[str, Sequence[Path]], warnings: Sequence[str] = ()) -> str:
+    """The whole page as a string; ``table_files`` maps a table name to its written md/tex/csv files;
+    ``warnings`` are banners shown at the top and beside every figure and grid."""
     created = datetime.now(timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M %Z")
     labels = ", ".join(e.label for e in evaluations)
     sections = [("provenance", "Evaluations"), ("summary", "Summary"), ("plugins", "Per plugin"),
@@ -192,6 +196,8 @@ def index_html(out: Path, evaluations: Sequence[Evaluation], summary: Table, plu
     nav = "".join(f'<a href="#{anchor}">{_e(title)}</a>' for anchor, title in sections)
     body = [f'<header><h1>geoxai evaluation report</h1><p>{len(evaluations)} evaluation(s): {_e(labels)} · '
             f"written {_e(created)}</p></header>", f"<nav>{nav}</nav>", "<main>"]
+    banners = "".join(f'<p class="banner">{_e(w)}</p>' for w in warnings)
+    body.append(banners)
 
     body.append('<h2 id="provenance">Evaluations</h2><div class="cards">')
     body.extend(_provenance(e) for e in evaluations)
@@ -219,6 +225,7 @@ def index_html(out: Path, evaluations: Sequence[Evaluation], summary: Table, plu
         body.append(f'<p>No paired difference:</p><ul class="notes">{reasons}</ul>')
 
     body.append('<h2 id="figures">Figures</h2>')
+    body.append(banners if figures else "")
     if not figures:
         body.append('<p class="muted">No figure could be drawn (see Notices).</p>')
     for figure in figures:
@@ -227,6 +234,7 @@ def index_html(out: Path, evaluations: Sequence[Evaluation], summary: Table, plu
                     f"</figcaption></figure>")
 
     body.append('<h2 id="grids">Image grids</h2>')
+    body.append(banners if grids else "")
     if not grids:
         body.append('<p class="muted">No grid could be made (see Notices).</p>')
     for path, text in grids:

@@ -15,7 +15,7 @@ from pathlib import Path
 from geoxai.errors import GeoxaiError
 from geoxai.files import atomic_save_image, atomic_write_text
 from geoxai.registry import did_you_mean
-from geoxai.report.evaluations import Evaluation, load_evaluation
+from geoxai.report.evaluations import Evaluation, load_evaluation, report_warnings
 
 FORMATS = ("md", "latex", "csv", "html")
 _SUFFIX = {"md": ".md", "latex": ".tex", "csv": ".csv"}
@@ -136,6 +136,9 @@ def write_report(evaluations: Sequence[str | Path], out: str | Path,
         result.skipped.append(("paired difference", "; ".join(reasons)))
     elif reasons:
         result.skipped.extend(("part of the paired difference", r) for r in reasons)
+    warnings = report_warnings(loaded)
+    for table in [summary, *plugin_tables, *([paired] if paired is not None else [])]:
+        table.warnings = list(warnings)
     for table in plugin_tables:
         table.name = f"plugin_{_safe(table.name)}" if _safe(table.name) in _RESERVED else _safe(table.name)
 
@@ -189,6 +192,6 @@ def write_report(evaluations: Sequence[str | Path], out: str | Path,
 
     if "html" in chosen:
         page = index_html(out, loaded, summary, plugin_tables, paired, reasons, figures, grids,
-                          result.skipped, table_files)
+                          result.skipped, table_files, warnings=warnings)
         write(out / "index.html", page)
     return result

@@ -110,6 +110,7 @@ class Table:
     data: pd.DataFrame             # tidy numbers for CSV
     notes: list[str] = field(default_factory=list)
     definitions: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # banners above the table and first in its caption
 
     def to_markdown(self) -> str:
         """A GitHub-flavoured Markdown table; multi-level headers are joined into one line."""
@@ -117,9 +118,10 @@ class Table:
         headers = [_flat_header(col) for col in frame.columns]
         index = [" · ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in frame.index]
         cell = lambda text: str(text).replace("|", r"\|")  # noqa: E731
-        lines = [f"**{self.title}**", "",
-                 "| " + " | ".join([""] + [cell(h) for h in headers]) + " |",
-                 "|" + "|".join([":---"] + ["---:"] * len(headers)) + "|"]
+        lines = [f"> **WARNING: {warning}**" for warning in self.warnings] + ([""] if self.warnings else [])
+        lines += [f"**{self.title}**", "",
+                  "| " + " | ".join([""] + [cell(h) for h in headers]) + " |",
+                  "|" + "|".join([":---"] + ["---:"] * len(headers)) + "|"]
         for label, row in zip(index, frame.itertuples(index=False)):
             lines.append("| " + " | ".join([cell(label)] + [cell(v) for v in row]) + " |")
         lines += ["", f"_{self.caption}_"]
@@ -133,7 +135,8 @@ class Table:
         body = frame.style.to_latex(
             hrules=True, multicol_align="c", multirow_align="naive",
             column_format="l" * index_levels + "r" * frame.shape[1],
-            caption=latex_escape(f"{self.title}: {self.caption}"), label=f"tab:geoxai-{_latex_label(self.name)}",
+            caption=latex_escape("".join(f"WARNING: {w}. " for w in self.warnings) + f"{self.title}: {self.caption}"),
+            label=f"tab:geoxai-{_latex_label(self.name)}",
             position="htbp", position_float="centering")
         return "% geoxai report table; needs \\usepackage{booktabs}\n" + body
 
@@ -147,7 +150,8 @@ class Table:
         table = table.replace("<thead>", self._colgroups() + "<thead>", 1)
         caption = _html_escape(self.caption)
         notes = "".join(f"<li>{_html_escape(n)}</li>" for n in self.notes)
-        return (f'<div class="table-wrap">{table}</div>\n<p class="caption">{caption}</p>\n'
+        banners = "".join(f'<p class="banner">{_html_escape(w)}</p>\n' for w in self.warnings)
+        return (f'{banners}<div class="table-wrap">{table}</div>\n<p class="caption">{caption}</p>\n'
                 + (f'<ul class="notes">{notes}</ul>\n' if notes else ""))
 
 

@@ -36,6 +36,8 @@ class Segmenter:
     classes: tuple[int, ...] = tuple(L.NAMES)
     licence: str = ""
     inference: str = "whole image"  # e.g. "resize to 512" or "sliding window 512/384": recorded in results
+    # A complete spec for the error that a required option is missing (``--segmenter hf`` alone).
+    example: ClassVar[str] = ""
 
     def segment(self, images: torch.Tensor) -> torch.Tensor:
         """Canonical label ids [B, H, W] of images [B, 3, H, W] in [0, 1]."""
@@ -112,6 +114,11 @@ def load(name: str, **options: Any) -> Segmenter:
     if unknown and not takes_any:
         raise GeoxaiError(f"segmenter {name!r}: unknown option {unknown[0]!r}.{did_you_mean(unknown[0], accepted)} "
                           f"Options: {', '.join(accepted) or 'none'}")
+    required = [k for k in accepted if parameters[k].default is inspect.Parameter.empty and k not in options]
+    if required:
+        example = cls.example or f"`name: {name}` and {' and '.join(f'`{k}: ...`' for k in required)}"
+        raise GeoxaiError(f"--segmenter {name} needs {'a ' + required[0] if len(required) == 1 else ', '.join(required)}: "
+                          f"give --segmenter-config FILE, e.g. a YAML with {example}")
     return cls(**options)
 
 

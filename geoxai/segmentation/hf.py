@@ -113,6 +113,7 @@ class HFSegmenter(torch.nn.Module, Segmenter):
     name = "hf"
     licence = "per model: the licence in its model card"
     inference = "shorter side resized to `resolution` (512), or sliding windows"
+    example = "`name: hf` and `model: nvidia/segformer-b0-finetuned-cityscapes-512-1024` (a local folder works offline)"
 
     def __init__(self, model: str, resolution: int | str = 512, window: int = 512, stride: int = 341,
                  batch_size: int = 4, device: str = "auto") -> None:

@@ -145,6 +145,8 @@ class SAMSegmenter(torch.nn.Module, Segmenter):
     name = "sam"
     licence = "SAM weights: Apache-2.0 (segment-anything)"
     inference = "the base segmenter's maps, refined by SAM automatic masks"
+    example = ("`name: sam`, `checkpoint: sam_vit_b_01ec64.pth` (a segment-anything release) and "
+               "`base: {name: hf, model: nvidia/segformer-b0-finetuned-cityscapes-512-1024}`")
 
     def __init__(self, checkpoint: str, model_type: str = "auto", base: Mapping[str, Any] | Segmenter | None = None,
                  points_per_side: int = 32, points_per_batch: int = 64, pred_iou_thresh: float = 0.88,
