@@ -322,7 +322,7 @@ def test_images_of_another_size_are_aligned_and_said_once(tmp_path):
     original, other = ctx.aligned(tmp_path / "wide.png", tmp_path / "small.png")
     assert original.shape == other.shape == (40, 40, 3)  # centre crop to the square, generation resized to it
     ctx.aligned(tmp_path / "wide.png", tmp_path / "small.png")
-    assert len(ctx.notices) == 1 and "centre-cropping the original" in ctx.notices[0]
+    assert len(ctx.all_notices()) == 1 and "centre-cropping the original" in ctx.all_notices()[0]
 
 
 def test_results_json_names_the_run_the_protocol_and_the_versions(runs, world, tmp_path):

@@ -41,6 +41,22 @@ class TinyEmbedder(Embedder):
                 "seed": self.seed}
 
 
+class UntrainedEmbedder(TinyEmbedder):
+    """TinyEmbedder standing for an untrained network asked for by name (``weights: random``)."""
+
+    name = "untrained"
+
+    def __init__(self, weights: str = "random", device: str = "cpu") -> None:
+        super().__init__(device=device)
+
+    @property
+    def random_weights(self) -> bool:
+        return True
+
+    def spec(self) -> dict:
+        return {"name": f"{__file__}:UntrainedEmbedder", "weights": "random"}
+
+
 def save_tiny_vae(folder: Path) -> Path:
     torch.manual_seed(1)
     vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,

@@ -41,7 +41,7 @@ class Embedder(nn.Module):
 
     @property
     def random_weights(self) -> bool:
-        """True for an untrained (randomly initialised) model: a chance-level baseline, never a result.
+        """True for an untrained (randomly initialised) model: an untrained network baseline, never a result.
 
         Commands refuse such an embedder unless it is asked for by name (``--weights random``) and
         then say so in their output and result files.

@@ -5,7 +5,7 @@ The module tree mirrors the official release (``backbone.N.*``, ``aggregation.1.
 training checkpoints (``model_state_dict``) load with ``strict=True``. Backbones are built with
 ``weights=None``: nothing is downloaded unless ``weights="hub"`` asks for the released file, and
 every file is read with ``weights_only=True`` (``geoxai.weights``). Without weights the network is a
-*seeded* random init (``weights="random"``): a chance-level baseline that repeats run after run, and
+*seeded* random init (``weights="random"``): an untrained network baseline that repeats run after run, and
 that commands refuse unless it is asked for by name.
 """
 
@@ -177,7 +177,7 @@ class CosPlaceEmbedder(Embedder):
     """CosPlace as a geoxai embedder: Resize(image_size) -> CenterCrop -> ImageNet norm -> CosPlaceNet.
 
     ``weights``: a file path, ``"hub"`` (released weights, ``RELEASED_DIMS`` pairs only), or
-    ``"random"`` / None (a seeded random init: a chance-level baseline, flagged by
+    ``"random"`` / None (a seeded random init: an untrained network baseline, flagged by
     ``random_weights``). With a file and no ``backbone``/``dim``, both are read from the file's
     tensor shapes. Images smaller than ``image_size`` are scaled up, as in the thesis.
     """
