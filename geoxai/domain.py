@@ -120,14 +120,8 @@ def check_domain(models: Iterable[str | None], images: Iterable[str | Path]) -> 
     used = list(dict.fromkeys(m for m in models if m))
     if not used:
         return DomainCheck([])
-    folders = sorted({Path(p).resolve().parent for p in images})
-    worlds: dict[Path, bool] = {}
-    foreign = []
-    for folder in folders:
-        if folder not in worlds:
-            worlds[folder] = world_of(folder) is not None
-        if not worlds[folder]:
-            foreign.append(folder)
+    folders = {Path(p).parent for p in images}  # a few folders for millions of files: resolve those only
+    foreign = sorted({folder.resolve() for folder in folders if world_of(folder) is None})
     return DomainCheck(used, foreign)
 
 

@@ -14,7 +14,15 @@ from click.testing import CliRunner
 from PIL import Image
 
 from geoxai.cli import cli
-from geoxai.domain import BANNER, RANDOM_BANNER, check_domain, embedder_model, ldm_model, segmenter_model, world_of
+from geoxai.domain import (
+    BANNER,
+    RANDOM_BANNER,
+    check_domain,
+    embedder_model,
+    ldm_model,
+    segmenter_model,
+    world_of,
+)
 
 TESTS = Path(__file__).resolve().parent
 LAYOUT = {"name": f"{TESTS / 'tiny_models.py'}:LayoutEmbedder", "image_size": 48}

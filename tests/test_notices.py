@@ -86,7 +86,7 @@ def test_a_second_evaluation_into_one_folder_keeps_the_first_ones_notices(run, t
     first = evaluate(run, f"{__file__}:SayingPlugin", out, progress=False)
     assert "saying: a skip reason that must survive a second evaluation" in first.notices
     second = evaluate(run, [f"{__file__}:SayingPlugin", "tiny_plugins:ConstantPlugin"], out, progress=False)
-    assert [p.status for p in second.plugins][0] == "reused"  # so it said nothing this time
+    assert second.plugins[0].status == "reused"  # so it said nothing this time
     notices = json.loads((out / "results.json").read_text())["notices"]
     assert notices.count("saying: a skip reason that must survive a second evaluation") == 1
 
