@@ -450,12 +450,13 @@ def _check_domain(spec: Mapping[str, Any] | None, segmentation: Any, settings: M
                   manifest: pd.DataFrame, db: Database | None, earlier: Path) -> Any:
     """The shipped models of this evaluation (its embedder, segmenter, the run's LDM) against the real images,
     joined with those of an earlier evaluation into the same folder."""
-    from geoxai.domain import check_domain, embedder_model, ldm_model, merged, segmenter_model
+    from geoxai import domain
 
-    models = [embedder_model(spec), segmenter_model(segmentation.segmenter.spec() if segmentation else None),
-              ldm_model(settings.get("checkpoint")) if settings.get("generator") == "geoxai.ldm" else None]
-    check = check_domain(models, [*manifest["query_path"].unique(), *(db.paths if db is not None else [])])
-    return merged(check, _earlier_results(earlier).get("domain"))
+    models = [domain.embedder_model(spec),
+              domain.segmenter_model(segmentation.segmenter.spec() if segmentation else None),
+              domain.ldm_model(settings.get("checkpoint")) if settings.get("generator") == "geoxai.ldm" else None]
+    check = domain.check_domain(models, [*manifest["query_path"].unique(), *(db.paths if db is not None else [])])
+    return domain.merged(check, _earlier_results(earlier).get("domain"))
 
 
 def _warnings(random_weights: Mapping[str, bool], spec: Mapping[str, Any] | None, domain: str | None) -> list[str]:
