@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from geoxai import pretrained
-from geoxai.data.synthcity_world import PARAMS_FILE
+
+# The parameters file `geoxai data synthcity` writes first into a world (``synthcity_world.PARAMS_FILE``,
+# not imported: that module pulls in torch, and the report reads this module without a model).
+PARAMS_FILE = "synthcity.yaml"
 
 BANNER = "SynthCity models on real photos: numbers describe the synthetic model, not your data"
 RULE = (f"images are SynthCity renders when their folder or a folder above it holds {PARAMS_FILE} "

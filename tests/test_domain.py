@@ -61,6 +61,10 @@ def notices(output: str) -> list[str]:
 
 # ------------------------------------------------------------------------------- the rule
 def test_images_inside_a_world_match_and_loose_photos_do_not(world, photos):
+    from geoxai import domain
+    from geoxai.data.synthcity_world import PARAMS_FILE
+
+    assert domain.PARAMS_FILE == PARAMS_FILE and (world / PARAMS_FILE).is_file()
     assert world_of(world / "queries") == world.resolve()
     assert world_of(photos / "queries") is None
     inside = check_domain(["embedder synthcity"], sorted((world / "queries").glob("*.png")))

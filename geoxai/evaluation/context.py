@@ -11,6 +11,7 @@ as one line counting the images (``all_notices``).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from geoxai.domain import BANNER
 from geoxai.errors import GeoxaiError
 
 
@@ -167,10 +169,6 @@ def merge_notices(earlier: Sequence[str], now: Sequence[str]) -> list[str]:
     skipped) would vanish. A line that today says again with other numbers (the count of images of
     another size, the shipped models on other images) replaces the earlier one.
     """
-    import re
-
-    from geoxai.domain import BANNER
-
     restated = [re.compile(r"^\d+ images? of another size than"), re.compile(re.escape(BANNER))]
     kept = [text for text in earlier if text not in now
             and not any(p.match(text) and any(p.match(t) for t in now) for p in restated)]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from geoxai.domain import BANNER, RANDOM_BANNER, mismatch_of
 from geoxai.errors import GeoxaiError
 
 RECORDS_FILE, SUMMARY_FILE, RESULTS_FILE, ERRORS_FILE = "records.parquet", "summary.csv", "results.json", "errors.csv"
@@ -156,8 +157,6 @@ class Evaluation:
     def warnings(self) -> list[str]:
         """Banners for every page showing this evaluation: shipped SynthCity models on other images
         (``domain`` in results.json or the run's run.yaml) and untrained (random) embedders."""
-        from geoxai.domain import BANNER, RANDOM_BANNER, mismatch_of
-
         settings = self.run.get("settings") if isinstance(self.run.get("settings"), dict) else {}
         found = []
         if mismatch_of(self.results.get("domain")) or mismatch_of(settings.get("domain")):
