@@ -61,6 +61,7 @@ def test_merged_notices_keep_earlier_ones_once_and_replace_restated_counts():
     merged = merge_notices(earlier, now)
     assert merged == [*now, "fid: skipped (no Inception weights)"]
     assert merge_notices([], now) == now
+    assert merge_notices(earlier, now, rerun=["fid"]) == now  # fid ran again: what it said then no longer holds
 
 
 @pytest.fixture(scope="module")

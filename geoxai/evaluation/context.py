@@ -69,9 +69,9 @@ class EvaluationContext:
             return list(self.notices)
         first, example = next(iter(self._resized.items()))
         count = len(self._resized)
-        line = (f"{count} {'image' if count == 1 else 'images'} of another size than {'its' if count == 1 else 'their'} "
-                f"original (e.g. {first.parent.name}/{first.name}: {example}) compared after centre-cropping the original to the "
-                "image's aspect ratio and resizing the image to that crop")
+        counted = "1 image of another size than its" if count == 1 else f"{count} images of another size than their"
+        line = (f"{counted} original (e.g. {first.parent.name}/{first.name}: {example}) compared after "
+                "centre-cropping the original to the image's aspect ratio and resizing the image to that crop")
         return [*self.notices, line]
 
     def rng(self, name: str) -> np.random.Generator:
@@ -162,14 +162,16 @@ class EvaluationContext:
         return a, np.asarray(resized, dtype=np.float32) / 255.0
 
 
-def merge_notices(earlier: Sequence[str], now: Sequence[str]) -> list[str]:
+def merge_notices(earlier: Sequence[str], now: Sequence[str], rerun: Sequence[str] = ()) -> list[str]:
     """The notices of an EVAL folder evaluated again: today's, then the earlier ones not said again today.
 
     A plugin reused from the earlier evaluation does not run again, so its notices (e.g. why FID was
-    skipped) would vanish. A line that today says again with other numbers (the count of images of
-    another size, the shipped models on other images) replaces the earlier one.
+    skipped) would vanish. Dropped: earlier notices of the plugins in ``rerun`` (``name: ...``; they
+    said again what holds now), and a line that today says again with other numbers (the count of
+    images of another size, the shipped models on other images).
     """
     restated = [re.compile(r"^\d+ images? of another size than"), re.compile(re.escape(BANNER))]
     kept = [text for text in earlier if text not in now
+            and not any(text.startswith(f"{name}: ") for name in rerun)
             and not any(p.match(text) and any(p.match(t) for t in now) for p in restated)]
     return [*now, *dict.fromkeys(kept)]

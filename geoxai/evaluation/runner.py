@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from geoxai.errors import GeoxaiError
-from geoxai.evaluation.context import Database, EvaluationContext
+from geoxai.evaluation.context import Database, EvaluationContext, merge_notices
 from geoxai.evaluation.pairs import build_pairs
 from geoxai.evaluation.plugin import PAIRINGS, Pair, Plugin, PluginOutcome, check_plugin_class, to_long_records
 
@@ -429,7 +429,9 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
         "versions": _versions(),
         "plugins": plugin_infos,
         "summary": json.loads(summary.to_json(orient="records")),
-        "errors": len(errors), "notices": _merged_notices(out / RESULTS_FILE, ctx.all_notices()),
+        "errors": len(errors),
+        "notices": _merged_notices(out / RESULTS_FILE, ctx.all_notices(),
+                                   [name for name, outcome in outcomes.items() if outcome.status != "reused"]),
         "random_weights": random_weights,
     }
     if domain.record() is not None:
@@ -474,12 +476,10 @@ def _warnings(random_weights: Mapping[str, bool], spec: Mapping[str, Any] | None
     return lines
 
 
-def _merged_notices(results_path: Path, notices: list[str]) -> list[str]:
+def _merged_notices(results_path: Path, notices: list[str], rerun: list[str]) -> list[str]:
     """Today's notices and those of an earlier evaluation into the same folder (see ``merge_notices``)."""
-    from geoxai.evaluation.context import merge_notices
-
     earlier = _earlier_results(results_path).get("notices")
-    return merge_notices([str(n) for n in earlier] if isinstance(earlier, list) else [], notices)
+    return merge_notices([str(n) for n in earlier] if isinstance(earlier, list) else [], notices, rerun)
 
 
 def _earlier_results(path: Path) -> dict[str, Any]:
