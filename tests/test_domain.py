@@ -78,11 +78,13 @@ def test_images_inside_a_world_match_and_loose_photos_do_not(world, photos):
 
 
 def test_only_the_shipped_models_count(tmp_path):
-    from geoxai.embedders import load
+    from geoxai import pretrained
+    from geoxai.embedders import SIDECAR, read_spec
     from geoxai.ldm.loading import resolve_checkpoint
 
     assert embedder_model({"name": "synthcity"}) == "embedder synthcity"
-    assert embedder_model(load("synthcity").spec()) == "embedder synthcity"  # resolved: weights inside the package
+    resolved = read_spec(pretrained.folder("synthcity", "embedder") / SIDECAR)  # weights: a file inside the package
+    assert resolved["name"] == "cosplace" and embedder_model(resolved) == "embedder synthcity"
     assert embedder_model({"name": "cosplace", "weights": "random"}) is None
     assert embedder_model(LAYOUT) is None
     assert segmenter_model({"name": "synthcity"}) == "segmenter synthcity"  # its default weights are the shipped ones
