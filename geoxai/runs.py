@@ -29,7 +29,7 @@ import yaml
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from geoxai.errors import GeoxaiError, OutputError
+from geoxai.errors import GeoxaiError, OutputError, UnreadableImageError
 from geoxai.files import atomic_save_image, atomic_write_text
 
 RUN_FILE, MANIFEST_FILE, QUERIES_FILE, SAMPLES_FOLDER = "run.yaml", "manifest.csv", "queries.csv", "samples"
@@ -534,10 +534,12 @@ class GenerationRun:
 
     def _seed_of(self, plan: dict[str, Any], sample: int) -> int:
         """The seed recorded inside the image, else the one ``pending`` would have given it."""
+        from geoxai.data.images import open_image
+
         try:
-            with Image.open(self.image_path(plan["query_id"], sample)) as image:
+            with open_image(self.image_path(plan["query_id"], sample)) as image:
                 return int(image.info[_TEXT_KEY + "seed"])  # text chunks precede the pixels
-        except (OSError, KeyError, ValueError, AttributeError):
+        except (UnreadableImageError, KeyError, ValueError, AttributeError):
             return sample_seed(int(self.settings.get("seed", 0) or 0), int(plan["query_index"]), sample)
 
     def _reconciled(self) -> tuple[dict[Key, dict[str, Any]], dict[Key, dict[str, Any]]]:
