@@ -15,15 +15,38 @@ import yaml
 from geoxai.errors import GeoxaiError
 
 
+MAX_YAML_BYTES = 4 * 2**20  # geoxai's configs and run.yaml files are a few KB
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` without aliases (``*name``): nested aliases expand to billions of nodes once
+    walked (a "billion laughs"), and geoxai's files never need them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} found: aliases are not accepted; "
+                                              "write the value out in full", event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
-    """The content of a YAML file; a syntax error names the file, line and column."""
+    """The content of a YAML file; a syntax error names the file, line and column.
+
+    Files over ``MAX_YAML_BYTES`` and YAML aliases are refused before anything is built from them.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_YAML_BYTES + 1)
+        if len(data) > MAX_YAML_BYTES:
+            raise GeoxaiError(f"{path}: refused: the {what} is larger than {MAX_YAML_BYTES // 2**20} MiB, far "
+                              "beyond any geoxai file; give the right file")
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise GeoxaiError(f"{path}: cannot read the {what} ({getattr(exc, 'strerror', None) or exc})") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)

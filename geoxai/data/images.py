@@ -134,7 +134,13 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of an image as ``load_rgb`` returns it, from the header alone (no decoding)."""
     with open_image(path) as image:
         width, height = image.size
-        turned = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
+        if image.format == "PNG":  # getexif() would decode the pixels to look for an eXIf chunk after them
+            exif = Image.Exif()
+            if image.info.get("exif"):
+                exif.load(image.info["exif"])
+        else:
+            exif = image.getexif()
+        turned = exif.get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
     return (height, width) if turned else (width, height)
 
 
