@@ -105,9 +105,14 @@ def check_size(path: str | Path, setting: str) -> None:
     except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile):
         return
     if size > limit:
-        raise GeoxaiError(f"{setting} {path}: refused: its contents take {size / 2**30:.1f} GiB once read, more than "
-                          f"the {limit / 2**30:.1f} GiB of any model geoxai knows; if the model is genuine, set "
-                          f"{MAX_WEIGHTS_VARIABLE} to a larger number of bytes")
+        raise GeoxaiError(f"{setting} {path}: refused: its contents take {_amount(size)} once read, more than the "
+                          f"limit of {_amount(limit)} ({_amount(MAX_WEIGHTS_BYTES)} by default, beyond any model "
+                          f"geoxai knows); if the model is genuine, set {MAX_WEIGHTS_VARIABLE} to a larger number "
+                          "of bytes")
+
+
+def _amount(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
 
 
 def weights_in(folder: str | Path) -> list[Path]:

@@ -28,8 +28,8 @@ def test_a_compressed_checkpoint_that_inflates_beyond_the_limit_is_refused(tmp_p
     bomb = zip_bomb_checkpoint(tmp_path / "bomb.pt", 64)
     assert bomb.stat().st_size < 2**20 and inflated_size(bomb) > 64 * 2**20
     monkeypatch.setattr("geoxai.weights.MAX_WEIGHTS_BYTES", 32 * 2**20)
-    with pytest.raises(GeoxaiError, match=r"^--weights .*bomb.pt: refused: its contents take 0.1 GiB once read, "
-                                          r"more than the 0.0 GiB .*GEOXAI_MAX_WEIGHTS_BYTES"):
+    with pytest.raises(GeoxaiError, match=r"^--weights .*bomb.pt: refused: its contents take 64.0 MiB once read, "
+                                          r"more than the limit of 32.0 MiB .*GEOXAI_MAX_WEIGHTS_BYTES"):
         read_weights(bomb, "--weights")
     monkeypatch.setenv("GEOXAI_MAX_WEIGHTS_BYTES", str(128 * 2**20))  # a genuine big model: the limit raised
     assert torch.equal(read_weights(tmp_path / "bomb.pt", "--weights")["w"], torch.zeros(2))
