@@ -14,26 +14,53 @@ import yaml
 
 from geoxai.errors import GeoxaiError
 
-
 MAX_YAML_BYTES = 4 * 2**20  # geoxai's configs and run.yaml files are a few KB
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """``yaml.safe_load`` without aliases (``*name``): nested aliases expand to billions of nodes once
-    walked (a "billion laughs"), and geoxai's files never need them."""
+MAX_YAML_VALUES = 1_000_000  # values of a YAML file once its aliases are expanded; configs have hundreds
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} found: aliases are not accepted; "
-                                              "write the value out in full", event.start_mark)
-        return super().compose_node(parent, index)
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a document whose aliases (``*name``) expand to more than
+    ``MAX_YAML_VALUES`` values (a "billion laughs": a few lines that any walk of the result, e.g. a
+    deep copy or a JSON dump, turns into billions of values) or refer to themselves. Aliases as
+    ``yaml.safe_dump`` writes them (a value repeated) still load."""
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_values(node, {}, set())
+        return node
+
+
+def _expanded_values(node: yaml.Node, sizes: dict[int, int], active: set[int]) -> int:
+    """How many values ``node`` stands for with every alias expanded (shared nodes measured once)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in active:
+        raise yaml.composer.ComposerError(None, None, "an alias refers to the value that contains it", node.start_mark)
+    active.add(key)
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = node.value
+    else:
+        children = []
+    total = 1 + sum(_expanded_values(child, sizes, active) for child in children)
+    active.discard(key)
+    if total > MAX_YAML_VALUES:
+        raise yaml.composer.ComposerError(None, None, f"its aliases (*name) expand to more than {MAX_YAML_VALUES} "
+                                          "values, refused as an alias bomb", node.start_mark)
+    sizes[key] = total
+    return total
 
 
 def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
     """The content of a YAML file; a syntax error names the file, line and column.
 
-    Files over ``MAX_YAML_BYTES`` and YAML aliases are refused before anything is built from them.
+    Files over ``MAX_YAML_BYTES``, and aliases that expand beyond ``MAX_YAML_VALUES``, are refused before
+    anything is built from them.
     """
     path = Path(path)
     try:
@@ -46,7 +73,7 @@ def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise GeoxaiError(f"{path}: cannot read the {what} ({getattr(exc, 'strerror', None) or exc})") from None
     try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader subclass: plain data only
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from geoxai.config import MAX_YAML_BYTES, load_config, read_yaml
 from geoxai.errors import GeoxaiError
@@ -53,9 +54,20 @@ def test_yaml_alias_bomb_is_refused(tmp_path):
     for level in "bcdefghi":
         previous = chr(ord(level) - 1)
         lines.append(f"{level}: &{level} [{', '.join(['*' + previous] * 9)}]")
-    (tmp_path / "laughs.yaml").write_text("\n".join(lines) + "\n")
-    with pytest.raises(GeoxaiError, match=r"laughs.yaml:2:\d+: invalid YAML in the config \(alias \*a found"):
+    (tmp_path / "laughs.yaml").write_text("\n".join(lines) + "\n")  # 9**9 values once expanded
+    with pytest.raises(GeoxaiError, match=r"laughs.yaml:\d+:\d+: invalid YAML in the config \(its aliases \(\*name\) "
+                                          r"expand to more than 1000000 values, refused as an alias bomb\)"):
         load_config(tmp_path / "laughs.yaml")
+    (tmp_path / "loop.yaml").write_text("a: &a [1, *a]\n")
+    with pytest.raises(GeoxaiError, match=r"loop.yaml:1:4: .*an alias refers to the value that contains it"):
+        load_config(tmp_path / "loop.yaml")
+
+
+def test_aliases_as_yaml_writes_them_still_load(tmp_path):
+    shared = {"dim": 16}
+    (tmp_path / "shared.yaml").write_text(yaml.safe_dump({"embedder": shared, "copy": shared}))
+    assert "*id001" in (tmp_path / "shared.yaml").read_text()
+    assert load_config(tmp_path / "shared.yaml") == {"embedder": {"dim": 16}, "copy": {"dim": 16}}
 
 
 def test_oversized_yaml_is_refused_before_parsing(tmp_path):
@@ -80,7 +92,11 @@ def test_diffusers_names_the_file_and_folder_it_cannot_load(tmp_path):
 
 
 def test_transformers_names_the_file_and_folder_it_cannot_load(tmp_path):
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+    from transformers import (
+        SegformerConfig,
+        SegformerForSemanticSegmentation,
+        SegformerImageProcessor,
+    )
 
     from geoxai.segmentation.hf import HFSegmenter
 
