@@ -198,7 +198,8 @@ class GenerationRun:
 
         A geoxai run's manifest is reconciled with its plan and images in memory (rows whose image
         is gone are dropped, with a warning). For a hand-written run, listed images that do not
-        exist are an error, or with ``missing="skip"`` dropped and listed in ``run.missing``.
+        exist are an error, or with ``missing="skip"`` dropped and listed in ``run.missing``. A row
+        whose image or query photo lies outside what the run may point to is an error naming it.
         """
         root = Path(root)
         if not root.is_dir():
