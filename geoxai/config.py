@@ -14,16 +14,66 @@ import yaml
 
 from geoxai.errors import GeoxaiError
 
+MAX_YAML_BYTES = 4 * 2**20  # geoxai's configs and run.yaml files are a few KB
+
+
+MAX_YAML_VALUES = 1_000_000  # values of a YAML file once its aliases are expanded; configs have hundreds
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a document whose aliases (``*name``) expand to more than
+    ``MAX_YAML_VALUES`` values (a "billion laughs": a few lines that any walk of the result, e.g. a
+    deep copy or a JSON dump, turns into billions of values) or refer to themselves. Aliases as
+    ``yaml.safe_dump`` writes them (a value repeated) still load."""
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_values(node, {}, set())
+        return node
+
+
+def _expanded_values(node: yaml.Node, sizes: dict[int, int], active: set[int]) -> int:
+    """How many values ``node`` stands for with every alias expanded (shared nodes measured once)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in active:
+        raise yaml.composer.ComposerError(None, None, "an alias refers to the value that contains it", node.start_mark)
+    active.add(key)
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = node.value
+    else:
+        children = []
+    total = 1 + sum(_expanded_values(child, sizes, active) for child in children)
+    active.discard(key)
+    if total > MAX_YAML_VALUES:
+        raise yaml.composer.ComposerError(None, None, f"its aliases (*name) expand to more than {MAX_YAML_VALUES} "
+                                          "values, refused as an alias bomb", node.start_mark)
+    sizes[key] = total
+    return total
+
 
 def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
-    """The content of a YAML file; a syntax error names the file, line and column."""
+    """The content of a YAML file; a syntax error names the file, line and column.
+
+    Files over ``MAX_YAML_BYTES``, and aliases that expand beyond ``MAX_YAML_VALUES``, are refused before
+    anything is built from them.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_YAML_BYTES + 1)
+        if len(data) > MAX_YAML_BYTES:
+            raise GeoxaiError(f"{path}: refused: the {what} is larger than {MAX_YAML_BYTES // 2**20} MiB, far "
+                              "beyond any geoxai file; give the right file")
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise GeoxaiError(f"{path}: cannot read the {what} ({getattr(exc, 'strerror', None) or exc})") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader subclass: plain data only
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)

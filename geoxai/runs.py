@@ -29,7 +29,7 @@ import yaml
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from geoxai.errors import GeoxaiError, OutputError
+from geoxai.errors import GeoxaiError, OutputError, UnreadableImageError
 from geoxai.files import atomic_save_image, atomic_write_text
 
 RUN_FILE, MANIFEST_FILE, QUERIES_FILE, SAMPLES_FOLDER = "run.yaml", "manifest.csv", "queries.csv", "samples"
@@ -150,6 +150,7 @@ class GenerationRun:
         self._session_images, self._session_started = 0, time.time()
         self._settings_to_write: dict[str, Any] | None = None  # run.yaml update, written with the first image
         self.missing: list[str] = []  # listed images that did not exist when the run was opened
+        self._row_numbers: dict[Key, int] = {}  # (query_id, sample) -> its data row in manifest.csv
 
     # ---------------------------------------------------------------------------- opening
     @classmethod
@@ -177,6 +178,7 @@ class GenerationRun:
                 run._write_manifest({})
             run._load()
             run._reconcile()
+            run._check_paths()
             return run
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise GeoxaiError(f"{root} is not empty and is not a GenerationRun (no run.yaml); "
@@ -196,7 +198,8 @@ class GenerationRun:
 
         A geoxai run's manifest is reconciled with its plan and images in memory (rows whose image
         is gone are dropped, with a warning). For a hand-written run, listed images that do not
-        exist are an error, or with ``missing="skip"`` dropped and listed in ``run.missing``.
+        exist are an error, or with ``missing="skip"`` dropped and listed in ``run.missing``. A row
+        whose image or query photo lies outside what the run may point to is an error naming it.
         """
         root = Path(root)
         if not root.is_dir():
@@ -212,11 +215,13 @@ class GenerationRun:
             current, rows = run._reconciled()
             dropped = sorted(set(current) - set(rows))
             run._rows = rows
+            run._check_paths()
             run.missing = [str(run.resolve(current[key]["image_path"])) for key in dropped]
             if dropped:
                 warnings.warn(f"{root / MANIFEST_FILE}: {len(dropped)} row(s) have no image on disk; they are left "
                               "out (a resumed `geoxai sample` generates them again)", stacklevel=2)
             return run
+        run._check_paths()
         absent = [key for key, row in run._rows.items() if not run.resolve(row["image_path"]).is_file()]
         if absent and missing != "skip":
             first = run._rows[absent[0]]["image_path"]
@@ -267,6 +272,49 @@ class GenerationRun:
         """A manifest path as a usable path (relative ones are relative to the run folder)."""
         path = Path(path)
         return path if path.is_absolute() else self.root / path
+
+    def query_folders(self) -> list[Path]:
+        """The query folder recorded in run.yaml (``queries``), as written and with links followed.
+
+        A relative value is relative to the run folder; none recorded means none outside the run.
+        """
+        recorded = self.settings.get("queries")
+        if not isinstance(recorded, str) or not recorded.strip():
+            return []
+        folder = Path(os.path.normpath(self.resolve(recorded).absolute()))
+        return list(dict.fromkeys([folder, folder.resolve()]))
+
+    def _check_paths(self) -> None:
+        """Refuse rows that would make geoxai read a file outside the run (a manifest is untrusted input).
+
+        ``image_path`` must lie inside the run folder once every link is followed; ``query_path``
+        inside the run likewise, or inside the query folder recorded in run.yaml. See
+        docs/generation-run.md, *What a run may point to*.
+        """
+        root = self.root.resolve()
+        queries = self.query_folders()
+        for key in sorted(self._rows):
+            row = self._rows[key]
+            image = self.resolve(row["image_path"])
+            if not _inside(image.resolve(), root):
+                raise GeoxaiError(f"{self._where(key)}: image_path {row['image_path']} points outside the run "
+                                  f"({image.resolve()}); keep generated images inside the run folder "
+                                  "(samples/<query_id>/<sample>.png), see docs/generation-run.md")
+            query = self.resolve(row["query_path"])
+            plain = Path(os.path.normpath(query.absolute()))  # a photo in the query folder may be a link
+            if not (_inside(query.resolve(), root) or any(_inside(plain, folder) or _inside(query.resolve(), folder)
+                                                          for folder in queries)):
+                recorded = f"the queries folder recorded in run.yaml ({queries[0]})" if queries else \
+                    "a queries folder recorded in run.yaml (none is)"
+                raise GeoxaiError(f"{self._where(key)}: query_path {row['query_path']} is outside the run and "
+                                  f"outside {recorded}; record the query folder as `queries:` in run.yaml, "
+                                  "see docs/generation-run.md")
+
+    def _where(self, key: Key) -> str:
+        """Where a row comes from, for errors: its line in manifest.csv, else the plan."""
+        number = self._row_numbers.get(key)
+        source = f"{self.root / MANIFEST_FILE} row {number}" if number else f"{self.root / QUERIES_FILE}"
+        return f"{source} (query_id {key[0]}, sample {key[1]})"
 
     # ---------------------------------------------------------------------------- generating
     def pending(self, items: Sequence[QueryItem], samples: int) -> list[tuple[QueryItem, int, int]]:
@@ -396,7 +444,8 @@ class GenerationRun:
             raise GeoxaiError(f"{path}: missing column(s) {', '.join(absent)}; a manifest has the columns "
                               f"{', '.join(MANIFEST_COLUMNS)}")
         rows: dict[Key, dict[str, Any]] = {}
-        for record in frame[list(MANIFEST_COLUMNS)].to_dict("records"):
+        self._row_numbers = {}
+        for number, record in enumerate(frame[list(MANIFEST_COLUMNS)].to_dict("records"), start=1):
             try:
                 record["sample"] = int(record["sample"])
                 seed = record["seed"]
@@ -409,6 +458,7 @@ class GenerationRun:
             if key in rows:
                 raise GeoxaiError(f"{path}: query {key[0]} sample {key[1]} is listed twice; keep one row")
             rows[key] = record
+            self._row_numbers[key] = number
         return rows
 
     def _read_manifest_if_changed(self) -> dict[Key, dict[str, Any]]:
@@ -485,10 +535,12 @@ class GenerationRun:
 
     def _seed_of(self, plan: dict[str, Any], sample: int) -> int:
         """The seed recorded inside the image, else the one ``pending`` would have given it."""
+        from geoxai.data.images import open_image
+
         try:
-            with Image.open(self.image_path(plan["query_id"], sample)) as image:
+            with open_image(self.image_path(plan["query_id"], sample)) as image:
                 return int(image.info[_TEXT_KEY + "seed"])  # text chunks precede the pixels
-        except (OSError, KeyError, ValueError, AttributeError):
+        except (UnreadableImageError, KeyError, ValueError, AttributeError):
             return sample_seed(int(self.settings.get("seed", 0) or 0), int(plan["query_index"]), sample)
 
     def _reconciled(self) -> tuple[dict[Key, dict[str, Any]], dict[Key, dict[str, Any]]]:
@@ -526,6 +578,11 @@ class GenerationRun:
         if dropped:
             warnings.warn(f"{self.root / MANIFEST_FILE}: {dropped} row(s) had no image on disk; they were "
                           "removed and will be generated again on resume", stacklevel=3)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it (both absolute, compared as written)."""
+    return path == folder or folder in path.parents
 
 
 def _same_rows(a: dict[Key, dict[str, Any]], b: dict[Key, dict[str, Any]]) -> bool:

@@ -485,15 +485,13 @@ def class_flip_values(maps: PairMaps, classes: Sequence[int], min_area: float = 
 # ---------------------------------------------------------------------------------- ceiling
 def ground_truth(path: Path) -> np.ndarray | None:
     """The ground-truth label map of an image (SynthCity worlds, reference runs), None when there is none."""
-    from PIL import Image
-
+    from geoxai.data.images import load_label_map
     from geoxai.segmentation.groundtruth import label_path
 
     found = label_path(path)
     if found is None:
         return None
-    with Image.open(found) as image:
-        return np.asarray(image, dtype=np.uint8).copy()
+    return load_label_map(found)
 
 
 @dataclass

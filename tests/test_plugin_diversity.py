@@ -113,7 +113,7 @@ def test_pixel_spread_is_exact(tmp_path, no_weights, one_thread):
     for i in range(2):
         Image.new("RGB", (24, 16), (10 * i,) * 3).save(queries / f"query{i}.png")
     items = plan_queries(sorted(queries.iterdir()), queries)
-    run = GenerationRun.create(tmp_path / "run", {"generator": "constant greys"})
+    run = GenerationRun.create(tmp_path / "run", {"generator": "constant greys", "queries": queries})
     greys = (51, 102, 204)
     run.save_images([(item, s, 0, Image.new("RGB", (24, 16), (g,) * 3)) for item in items for s, g in enumerate(greys)])
     run.finalize(items, len(greys))

@@ -126,7 +126,8 @@ def test_known_brightening_matches_skimage(world, tmp_path, one_thread):
         rows += [{"query_id": query_id, "query_path": str(query), "sample": s, "seed": "",
                   "image_path": f"samples/{query_id}/{s}.png", "utm_east": "", "utm_north": ""} for s in (0, 1)]
     pd.DataFrame(rows).to_csv(run / "manifest.csv", index=False)
-    (run / "run.yaml").write_text(yaml.safe_dump({"generator": "brightened originals (test)"}))
+    (run / "run.yaml").write_text(yaml.safe_dump({"generator": "brightened originals (test)",
+                                                   "queries": str(world / "queries")}))
 
     evaluate(run, "lighting", tmp_path / "eval", embedder_spec=SPEC, progress=False)  # no database
     records = pd.read_parquet(tmp_path / "eval" / "records.parquet")

@@ -27,7 +27,7 @@ def vpr_name(east: float, north: float) -> str:
 
 @pytest.fixture
 def queries(tmp_path) -> tuple[Path, list[Path]]:
-    folder = tmp_path / "queries"
+    folder = Path(SETTINGS["queries"])  # the folder run.yaml records: query paths may point into it
     names = [vpr_name(584269.67, 4477041.35), vpr_name(584300.0, 4477000.5), "plain_photo.jpg"]
     paths = [folder / "sub" / names[0], folder / names[1], folder / names[2]]
     return folder, paths
@@ -230,7 +230,7 @@ def test_a_run_written_by_another_generator(tmp_path):
     (root / "samples" / "a").mkdir(parents=True)
     Image.new("RGB", (4, 4)).save(root / "samples" / "a" / "0.png")
     Image.new("RGB", (4, 4)).save(root / "samples" / "a" / "1.png")
-    (root / "run.yaml").write_text("generator: other-model\n")
+    (root / "run.yaml").write_text("generator: other-model\nqueries: /data/q\n")
     (root / "manifest.csv").write_text(
         "query_id,query_path,sample,seed,image_path,utm_east,utm_north\n"
         "a,/data/q/a.jpg,0,,samples/a/0.png,10.5,20.0\n"

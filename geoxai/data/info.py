@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from geoxai.data.vpr import (
     _map_files, _name_fields, _utm, check_images, images_list_file, list_images, radius_positives,
 )
 from geoxai.data.digests import Duplicates, find_duplicates
-from geoxai.errors import GeoxaiError
+from geoxai.data.images import image_size
+from geoxai.errors import GeoxaiError, UnreadableImageError
 
 PARTS = ("train", "database", "queries")
 _MAX_SIZES_SHOWN = 5
@@ -122,11 +122,9 @@ def _format_sizes(sizes: dict[tuple[int, int], int]) -> str:
 def _header_size(path: Path) -> tuple[int, int] | str:
     """Width and height from the file header (no decode), or why the header cannot be read."""
     try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return f"unreadable image ({reason}); re-download or remove it"
+        return image_size(path)
+    except UnreadableImageError as exc:
+        return str(exc).split(": ", 1)[1] if str(exc).startswith(f"{path}: ") else str(exc)
 
 
 def _coordinates(paths: list[Path]) -> tuple[np.ndarray, list[Path]]:

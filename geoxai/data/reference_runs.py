@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from geoxai.data.synthcity import SynthCity
 from geoxai.data.synthcity_world import PARAMS_FILE
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, UnreadableImageError
 from geoxai.files import atomic_save_image, atomic_write_text
 from geoxai.registry import did_you_mean
 from geoxai.runs import GenerationRun, QueryItem, plan_queries, sample_seed
@@ -172,12 +172,11 @@ class _Plan:
     def draw(self, row: dict[str, Any], reference: Reference) -> tuple[Image.Image, np.ndarray]:
         """The image and label map of ``reference`` (identity: copies of the world's files)."""
         if self.kind == "identity":
-            from geoxai.data.images import load_rgb
+            from geoxai.data.images import load_label_map, load_rgb
 
             try:
-                with Image.open(self.world.root / row["label_path"]) as label:
-                    labels = np.asarray(label)
-            except OSError:
+                labels = load_label_map(self.world.root / row["label_path"])
+            except UnreadableImageError:
                 raise GeoxaiError(f"--world {self.world.root}: label map {row['label_path']} is missing or "
                                   f"unreadable; complete the world with `geoxai data synthcity --out "
                                   f"{self.world.root}` and its parameters") from None

@@ -96,9 +96,9 @@ def lpips_model(net: str = "alex") -> torch.nn.Module:
     if key not in _MODELS:
         from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
-        from geoxai.weights import weights_only_loads
+        from geoxai.weights import library_load, weights_only_loads
 
-        with weights_only_loads():  # torchvision reads the cached backbone, torchmetrics its linear layers
+        with weights_only_loads(), library_load(path, f"LPIPS ({net}) backbone", "delete it and download it again"):
             metric = LearnedPerceptualImagePatchSimilarity(net_type=net, normalize=True)
         _MODELS[key] = metric.requires_grad_(False).eval()
     return _MODELS[key]
@@ -158,9 +158,9 @@ def inception_model() -> torch.nn.Module:
     if key not in _MODELS:
         from torchmetrics.image.fid import NoTrainInceptionV3
 
-        from geoxai.weights import weights_only_loads
+        from geoxai.weights import library_load, weights_only_loads
 
-        with weights_only_loads():
+        with weights_only_loads(), library_load(path, "Inception v3 (FID/KID)", "delete it and download it again"):
             model = NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(INCEPTION_DIM)],
                                        feature_extractor_weights_path=str(path))
         _MODELS[key] = model.requires_grad_(False).eval()
@@ -245,9 +245,10 @@ def dinov2_model(model_id: str = DINOV2_MODEL) -> torch.nn.Module:
     if key not in _MODELS:
         from transformers import AutoModel
 
-        from geoxai.weights import weights_only_loads
+        from geoxai.weights import library_load, weights_only_loads
 
-        with weights_only_loads():
+        with weights_only_loads(), library_load(Path(cached[0]).parent, f"DINOv2 {model_id}",
+                                                f"download it again with `hf download {model_id}`"):
             model = AutoModel.from_pretrained(model_id, local_files_only=True)
         _MODELS[key] = model.requires_grad_(False).eval()
     return _MODELS[key]

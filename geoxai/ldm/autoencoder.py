@@ -89,17 +89,11 @@ def _from_folder(path: Path) -> AutoencoderKL:
                           "expected an AutoencoderKL.save_pretrained folder")
     # safetensors when the folder has them; a .bin is read by diffusers with weights_only=True
     use_safetensors = any(folder.glob("*.safetensors"))
-    try:
-        return AutoencoderKL.from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors)
-    except (OSError, ValueError, RuntimeError) as exc:
-        from geoxai.weights import refused_pickle
+    from geoxai.weights import library_load
 
-        if refused_pickle(exc) or "Weights only load failed" in str(exc):
-            raise GeoxaiError(f"autoencoder.path {folder}: refused: its weights file holds Python objects besides "
-                              "tensors, which geoxai never unpickles (unpickling can run code); re-save it with "
-                              "save_pretrained (safetensors)") from None
-        raise GeoxaiError(f"autoencoder.path {folder}: not a loadable AutoencoderKL folder "
-                          f"({_first_line(exc)})") from None
+    with library_load(folder, "autoencoder.path", "expected an AutoencoderKL.save_pretrained folder: save it "
+                      "again with save_pretrained (safetensors)"):
+        return AutoencoderKL.from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors)
 
 
 def _from_single_file(path: Path, config: str | None) -> AutoencoderKL:

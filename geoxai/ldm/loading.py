@@ -128,8 +128,11 @@ def load_exported(folder: str | Path, map_location: str | torch.device = "cpu") 
     manifest = read_yaml(manifest_path, "export manifest")
     if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
         raise GeoxaiError(f"{manifest_path}: unknown export format (expected format: {EXPORT_FORMAT})")
+    from geoxai.weights import library_load
+
     try:
-        unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True)
+        with library_load(folder / "unet", "--checkpoint", "export the model again (geoxai.ldm.export)"):
+            unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True)
         conditioner = DescriptorConditioner(**json.loads((folder / "conditioner" / "config.json").read_text()))
         conditioner.load_state_dict(load_file(str(folder / "conditioner" / "model.safetensors")))
         conditioner.prepare_unet(unet)

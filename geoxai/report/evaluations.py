@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -220,22 +220,27 @@ class Evaluation:
 
     @cached_property
     def manifest(self) -> pd.DataFrame | None:
-        """The run's manifest with absolute ``query_path``/``image_path``; None when it cannot be read."""
+        """The run's manifest with absolute ``query_path``/``image_path``, read by ``GenerationRun.open``
+        (so a row pointing outside the run is refused); None when it cannot be read (``manifest_problem`` says why)."""
+        return self._opened_run[0]
+
+    @property
+    def manifest_problem(self) -> str | None:
+        """Why the run's manifest could not be read (None when it could, or when no run is named)."""
+        return self._opened_run[1]
+
+    @cached_property
+    def _opened_run(self) -> tuple[pd.DataFrame | None, str | None]:
+        from geoxai.runs import GenerationRun
+
         if self.run_path is None:
-            return None
+            return None, None
         try:
-            frame = pd.read_csv(self.run_path / "manifest.csv", dtype={"query_id": str, "query_path": str,
-                                                                       "image_path": str})
-        except Exception:  # moved, deleted or unreadable run: the report still works without images
-            return None
-        if not {"query_id", "query_path", "sample", "image_path"} <= set(frame.columns):
-            return None
-        root = self.run_path
-        absolute = lambda p: os.path.normpath(p if os.path.isabs(p) else root / p)  # noqa: E731
-        frame = frame.copy()
-        frame["query_path"] = frame["query_path"].map(absolute)
-        frame["image_path"] = frame["image_path"].map(absolute)
-        return frame
+            with warnings.catch_warnings():  # rows without an image are left out; the report still works
+                warnings.simplefilter("ignore")
+                return GenerationRun.open(self.run_path, missing="skip").manifest(absolute=True), None
+        except GeoxaiError as exc:  # moved, deleted, unreadable or refused run: the report works without images
+            return None, str(exc)
 
     @cached_property
     def query_keys(self) -> dict[str, str]:

@@ -12,6 +12,9 @@ from PIL import Image, ImageDraw, ImageFont
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import make_grid
 
+from geoxai.data.images import load_rgb
+from geoxai.errors import UnreadableImageError
+
 if TYPE_CHECKING:
     from geoxai.report.evaluations import Evaluation
 
@@ -129,10 +132,10 @@ def short_score(metric: str, value: float) -> str:
 
 
 def _open(path: str) -> Image.Image | None:
+    """The image decoded as every command decodes it (``load_rgb``); None when it cannot be read."""
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError):
+        return load_rgb(path)
+    except UnreadableImageError:
         return None
 
 
@@ -145,6 +148,8 @@ def evaluation_grid(evaluation: Evaluation, rows: int = 8,
     """
     manifest = evaluation.manifest
     if manifest is None:
+        if evaluation.manifest_problem and evaluation.run_path is not None and evaluation.run_path.is_dir():
+            return None, f"{evaluation.label}: no grid: {evaluation.manifest_problem}"
         where = evaluation.run_path or "results.json names no run folder"
         return None, f"{evaluation.label}: no readable manifest.csv in the run folder ({where}); moved or deleted?"
     ids = sorted(set(manifest["query_id"]) & set(evaluation.records["query_id"])) or sorted(set(manifest["query_id"]))

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from PIL import Image
-
+from geoxai.data.images import image_size
+from geoxai.errors import UnreadableImageError
 from geoxai.report.evaluations import Evaluation
 from geoxai.report.figures import FigureFile
 from geoxai.report.tables import Table
@@ -92,10 +92,10 @@ def _href(path: Path, out: Path) -> str:
 def _width(png: Path) -> str:
     """Show a 150-dpi figure at 100 dpi so its text matches the page's; the file stays sharp on dense screens."""
     try:
-        with Image.open(png) as image:
-            return f' width="{round(image.width * 2 / 3)}"'
-    except OSError:
+        width, _ = image_size(png)
+    except UnreadableImageError:
         return ""
+    return f' width="{round(width * 2 / 3)}"'
 
 
 def _flatten(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

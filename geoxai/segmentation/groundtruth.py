@@ -44,7 +44,7 @@ class GroundTruthSegmenter(Segmenter):
         raise GeoxaiError("the groundtruth segmenter reads label maps of files; it cannot segment pixels")
 
     def segment_files(self, paths: Sequence[Path]) -> list[np.ndarray | None]:
-        from PIL import Image
+        from geoxai.data.images import load_label_map
 
         out: list[np.ndarray | None] = []
         for path in paths:
@@ -53,6 +53,5 @@ class GroundTruthSegmenter(Segmenter):
                 raise GeoxaiError(f"--segmenter groundtruth: {path} has no label map (looked for labels/<its path> in "
                                   "the folders above it); ground truth exists for SynthCity worlds and reference runs: "
                                   "segment other images with a predicting backend (e.g. --segmenter synthcity)")
-            with Image.open(found) as label:
-                out.append(np.asarray(label, dtype=np.uint8).copy())
+            out.append(load_label_map(found))
         return out

@@ -193,23 +193,14 @@ class HFSegmenter(torch.nn.Module, Segmenter):
     def _network(self, folder: Path) -> torch.nn.Module:
         from transformers import AutoModelForSemanticSegmentation, AutoModelForUniversalSegmentation
 
-        from geoxai.weights import _reason, refused_pickle, weights_only_loads
+        from geoxai.weights import library_load, weights_only_loads
 
         auto = AutoModelForUniversalSegmentation if self.universal else AutoModelForSemanticSegmentation
         safetensors = any(folder.glob("*.safetensors"))
-        with weights_only_loads(), _quiet_transformers():
-            try:
-                net, info = auto.from_pretrained(folder, local_files_only=True, use_safetensors=safetensors,
-                                                 weights_only=True, output_loading_info=True)
-            except Exception as exc:  # safetensors, torch and transformers each raise their own types
-                refused = [c for c in (exc, exc.__cause__, exc.__context__) if c is not None and refused_pickle(c)]
-                if refused:
-                    raise GeoxaiError(f"segmenter hf: {self.model_ref}: refused: a weights file in {folder} holds "
-                                      "Python objects besides tensors, which geoxai never unpickles (unpickling can "
-                                      f"run code from the file; {_reason(refused[0])}); use the model's "
-                                      ".safetensors") from None
-                raise GeoxaiError(f"segmenter hf: {self.model_ref}: the weights in {folder} cannot be loaded "
-                                  f"({_first_line(exc)}); the folder is damaged: save or download it again") from None
+        with weights_only_loads(), _quiet_transformers(), library_load(
+                folder, f"segmenter hf: {self.model_ref}", "the folder is damaged: save or download it again"):
+            net, info = auto.from_pretrained(folder, local_files_only=True, use_safetensors=safetensors,
+                                             weights_only=True, output_loading_info=True)
         missing = list(info.get("missing_keys") or []) + [str(k[0] if isinstance(k, tuple) else k)
                                                           for k in info.get("mismatched_keys") or []]
         if missing:

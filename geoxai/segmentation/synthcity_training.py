@@ -167,18 +167,9 @@ def labelled_images(folders: Sequence[str | Path], key: str) -> list[tuple[Path,
 
 def read_label_map(path: Path) -> torch.Tensor:
     """A label map as a long tensor [H, W]; ids outside the canonical range become ``IGNORE``."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from geoxai.data.images import load_label_map
 
-    try:
-        with Image.open(path) as image:
-            labels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).long()
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UnreadableImageError(f"{path}: unreadable image ({reason}); re-render the world") from None
-    if labels.ndim != 2:
-        raise UnreadableImageError(f"{path}: unreadable image (a label map has one channel, this has "
-                                   f"{labels.shape[-1]}); re-render the world")
+    labels = torch.from_numpy(load_label_map(path).copy()).long()
     labels[labels >= L.NUM_CLASSES] = IGNORE
     return labels
 
