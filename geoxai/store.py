@@ -6,9 +6,12 @@ result) and keyed by the image's *content* (sha256 of its bytes, ``geoxai.data.d
 image is processed once whatever its name, however many samples or plugins read it, and a renamed
 or copied dataset reuses everything; another model or setting gets another namespace.
 
-Layout: ``<root>/<kind>/<namespace id>/meta.json`` and ``chunks/*.npz``. Each chunk holds the keys
-and values of one batch and is written atomically, so a killed process loses at most the batch in
-flight and several processes (one per GPU) can fill one namespace at the same time without locks.
+Layout: ``<root>/<kind>/<namespace id>/meta.json``, ``values.json`` (dtype and rank of the values)
+and ``chunks/*.npz``. Each chunk holds the keys and values of one batch and is written atomically, so
+a killed process loses at most the batch in flight and several processes (one per GPU) can fill one
+namespace at the same time without locks. A chunk damaged on disk (truncated, not an npz, objects,
+another dtype or rank, fewer values than keys) is set aside as ``*.damaged-<time>`` with one warning
+and its images are computed again: a damaged cache costs time, never a wrong value.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import hashlib
 import json
 import os
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,12 @@ from geoxai.errors import GeoxaiError
 
 FORMAT = 1
 _CHUNKS = "chunks"
+_SPEC = "values.json"  # dtype and rank of a namespace's values, from its first chunk
+_NUMERIC = "biuf"  # bool, integers, floats: what an artifact is (never objects or strings)
+
+
+class _DamagedChunk(Exception):
+    """A chunk file that cannot be trusted (why in the message)."""
 
 
 def namespace_id(kind: str, backend: str, settings: Mapping[str, Any]) -> str:
@@ -48,20 +58,74 @@ class Namespace:
 
     # ----------------------------------------------------------------------------- reading
     def _refresh(self) -> None:
-        """Index chunks written since the last look (by this or another process)."""
+        """Index chunks written since the last look (by this or another process); a damaged chunk is
+        set aside with one warning, so its images are computed again instead of read wrong."""
         try:
             names = [n for n in os.listdir(self.folder / _CHUNKS) if n.endswith(".npz") and not n.startswith(".")]
         except FileNotFoundError:
             return
         for name in sorted(set(names) - self._seen):
+            path = self.folder / _CHUNKS / name
             try:
-                with np.load(self.folder / _CHUNKS / name, allow_pickle=False) as chunk:
-                    keys = chunk["keys"]
-            except (OSError, ValueError, KeyError):  # a damaged chunk is recomputed, never trusted
+                keys = self._checked_chunk(path)
+            except FileNotFoundError:  # set aside meanwhile by another process
                 continue
-            for position, key in enumerate(keys.tolist()):
+            except _DamagedChunk as exc:
+                self._set_aside(path, str(exc))
+                continue
+            for position, key in enumerate(keys):
                 self._index.setdefault(key, (name, position))
             self._seen.add(name)
+
+    def _checked_chunk(self, path: Path) -> list[str]:
+        """The keys of a chunk whose every array reads back whole (the zip's checksums), numeric, one
+        value per key, of the dtype and rank this namespace's values have (``values.json``)."""
+        try:
+            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as chunk:
+                arrays = {k: chunk[k] for k in chunk.files}
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # zipfile, zlib and numpy raise many types for a damaged file
+            raise _DamagedChunk(f"unreadable ({' '.join(str(exc).split())[:120] or type(exc).__name__})") from None
+        keys = arrays.pop("keys", None)
+        if keys is None or keys.ndim != 1 or keys.dtype.kind != "U":
+            raise _DamagedChunk("no list of keys")
+        values = [arrays.get("values")] if "values" in arrays else [arrays.get(f"value_{i}") for i in range(len(keys))]
+        if any(v is None for v in values) or ("values" in arrays and len(values[0]) != len(keys)):
+            raise _DamagedChunk(f"not one value for each of its {len(keys)} keys")
+        spec = self._spec()
+        for value in values:
+            rank = value.ndim - 1 if "values" in arrays else value.ndim
+            if value.dtype.kind not in _NUMERIC:
+                raise _DamagedChunk(f"values of dtype {value.dtype}, not numbers")
+            if spec is not None and (value.dtype.str != spec["dtype"] or rank != spec["ndim"]):
+                raise _DamagedChunk(f"values of dtype {value.dtype.str} and rank {rank}, where this namespace "
+                                    f"holds {spec['dtype']} of rank {spec['ndim']}")
+        return keys.tolist()
+
+    def _spec(self) -> dict[str, Any] | None:
+        """The dtype and rank of this namespace's values, written with its first chunk (None before)."""
+        path = self.folder / _SPEC
+        try:
+            spec = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(spec, dict) and isinstance(spec.get("dtype"), str) and isinstance(spec.get("ndim"), int):
+                return spec
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            pass
+        self._set_aside(path, "not a description of the values")  # re-written by the next chunk
+        return None
+
+    def _set_aside(self, path: Path, problem: str) -> None:
+        from geoxai.files import set_aside
+
+        try:
+            moved = set_aside(path)
+        except (FileNotFoundError, GeoxaiError):
+            return  # another process set it aside first, or the store is read-only: then left in place
+        warnings.warn(f"artifact store: {path} is damaged ({problem}); set aside as {moved.name}, its images are "
+                      "computed again", stacklevel=3)
 
     def __contains__(self, key: str) -> bool:
         if key not in self._index:
@@ -77,8 +141,12 @@ class Namespace:
         if name not in self._loaded:
             if len(self._loaded) > 64:  # bounded memory on huge namespaces
                 self._loaded.clear()
-            with np.load(self.folder / _CHUNKS / name, allow_pickle=False) as chunk:
-                self._loaded[name] = {k: chunk[k] for k in chunk.files}
+            try:
+                with np.load(self.folder / _CHUNKS / name, allow_pickle=False) as chunk:
+                    self._loaded[name] = {k: chunk[k] for k in chunk.files}
+            except Exception as exc:  # checked when indexed: changed on disk since
+                raise GeoxaiError(f"artifact store: {self.folder / _CHUNKS / name} changed while being read "
+                                  f"({' '.join(str(exc).split())[:120]}); run the command again") from None
         return self._loaded[name]
 
     def get(self, key: str) -> np.ndarray:
@@ -102,6 +170,18 @@ class Namespace:
             return
         keys = list(items)
         values = [np.asarray(items[k]) for k in keys]
+        dtypes, ranks = {v.dtype.str for v in values}, {v.ndim for v in values}
+        if len(dtypes) > 1 or len(ranks) > 1 or values[0].dtype.kind not in _NUMERIC:
+            raise GeoxaiError(f"artifact store {self.folder}: values of {self.kind} must be numbers of one dtype and "
+                              f"rank (got {sorted(dtypes)}, ranks {sorted(ranks)})")
+        spec = self._spec()
+        if spec is None:
+            from geoxai.files import atomic_write_text
+
+            atomic_write_text(self.folder / _SPEC, json.dumps({"dtype": values[0].dtype.str, "ndim": values[0].ndim}))
+        elif (values[0].dtype.str, values[0].ndim) != (spec["dtype"], spec["ndim"]):
+            raise GeoxaiError(f"artifact store {self.folder}: {self.kind} values are {spec['dtype']} of rank "
+                              f"{spec['ndim']}, not {values[0].dtype.str} of rank {values[0].ndim}")
         arrays: dict[str, np.ndarray] = {"keys": np.asarray(keys)}
         if len({(v.shape, v.dtype.str) for v in values}) == 1:
             arrays["values"] = np.stack(values)
