@@ -90,3 +90,61 @@ def test_a_value_of_another_dtype_is_refused_on_write(tmp_path):
         namespace.put_many({"b": np.zeros(4, np.float64)})
     with pytest.raises(GeoxaiError, match="numbers"):
         namespace.put_many({"c": np.array(["text"])})
+
+
+# ------------------------------------------------------------------------ the latent cache
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+LATENT_DAMAGE = {
+    "truncated moments": ("moments.npy", truncated),
+    "descriptors not an npy": ("descriptors.npy", lambda path: b"garbage" * 50),
+    "moments of another dtype": ("moments.npy", lambda path: npy_bytes(np.load(path).astype(np.float32))),
+    "descriptors of objects": ("descriptors.npy",
+                               lambda path: npy_bytes(np.array([object()] * len(np.load(path)), dtype=object))),
+    "moments of another shape": ("flipped_moments.npy", lambda path: npy_bytes(np.load(path)[:-1])),
+    "truncated index": ("index.csv", lambda path: b"row,path\n0,img00.png\n"),
+}
+
+
+@pytest.mark.parametrize("how", list(LATENT_DAMAGE))
+def test_a_damaged_latent_cache_is_said_once_set_aside_and_rebuilt(tmp_path, capsys, how):
+    from test_latent_cache import build, write_images
+
+    from geoxai.errors import GeoxaiError
+    from geoxai.ldm.latent_cache import LatentCache
+
+    paths = write_images(tmp_path / "images", 4)
+    cache, _, _ = build(paths, tmp_path / "cache")
+    good = {name: np.array(getattr(cache, name)) for name in ("moments", "descriptors", "flipped_moments")}
+    folder = cache.folder
+    name, damage = LATENT_DAMAGE[how]
+    (folder / name).write_bytes(damage(folder / name))
+
+    with pytest.raises(GeoxaiError, match=r"latent cache .* is damaged .*delete it"):
+        LatentCache.open(folder)
+    capsys.readouterr()
+    rebuilt, encode, _ = build(paths, tmp_path / "cache")
+    said = [line for line in capsys.readouterr().out.splitlines() if "is damaged" in line]
+    assert len(said) == 1 and str(folder) in said[0] and encode.images == 8  # 4 images and their mirrors
+    assert len(list(folder.parent.glob(f"{folder.name}.damaged-*"))) == 1
+    for array_name, value in good.items():
+        np.testing.assert_array_equal(np.array(getattr(rebuilt, array_name)), value)
+    again, encode, _ = build(paths, tmp_path / "cache")
+    assert encode.images == 0  # healed: reused without a word
+    assert "damaged" not in capsys.readouterr().out
+
+
+def test_a_latent_dataset_never_reads_a_file_damaged_after_opening(tmp_path):
+    from test_latent_cache import build, write_images
+
+    from geoxai.errors import GeoxaiError
+
+    cache, _, _ = build(write_images(tmp_path / "images", 4), tmp_path / "cache")
+    dataset = cache.dataset(flip_probability=0.0)
+    (cache.folder / "descriptors.npy").write_bytes(npy_bytes(np.zeros((4, 6), np.float64)))
+    with pytest.raises(GeoxaiError, match="descriptors.npy holds float64, not float32"):
+        dataset[0]
