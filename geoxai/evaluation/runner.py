@@ -142,12 +142,21 @@ def _write_frame(path: Path, frame: pd.DataFrame, parquet: bool = False) -> None
             frame.to_csv(tmp, index=False)
 
 
-def _open_database(folder: str | Path, radius: float, needs_labels: bool) -> Database:
+def _open_database(folder: str | Path, radius: float, needs_labels: bool,
+                   errors: list[dict] | None = None) -> Database:
+    import warnings
+
     from geoxai.data.vpr import list_images, name_utm
 
     folder = Path(folder)
     images_folder = folder / "database" if (folder / "database").is_dir() else folder
-    paths = [p.resolve() for p in list_images(images_folder)]
+    with warnings.catch_warnings():  # said as the evaluation's notice and in errors.csv instead
+        warnings.simplefilter("ignore")
+        listed = list_images(images_folder)
+    for path, reason in listed.unreadable_folders:
+        if errors is not None:
+            errors.append(_error_row("", "image", f"{path}: {reason}"))
+    paths = [p.resolve() for p in listed]
     utm = [name_utm(p) for p in paths]
     if any(u is None for u in utm):
         if needs_labels:
@@ -267,7 +276,7 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
                               "worlds/synthcity/database): generations are retrieved against it")
     db = None
     if database is not None:
-        db = _open_database(database, radius, any(_plugin_needs_labels(c) for c in classes.values()))
+        db = _open_database(database, radius, any(_plugin_needs_labels(c) for c in classes.values()), errors)
     outcomes_note = ""
     if (db is None or db.utm is None) and any("reference" in cls.pairings for cls in classes.values()):
         reason = "no --database" if db is None else "database names without UTM coordinates"
@@ -391,6 +400,10 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
                    "(errors.csv)")
     if unreadable:
         ctx.notice(f"{len(unreadable)} unreadable image(s) skipped with every pair that uses them (errors.csv)")
+    folders = [row["error"] for row in errors if "unreadable folder (" in row["error"]]
+    if folders:
+        ctx.notice(f"{len(folders)} unreadable database folder(s): their images are left out of retrieval and "
+                   f"the reference pairing (errors.csv); first {folders[0]}")
     if manifest["query_id"].nunique() == 1 and any("shuffled" in cls.pairings for cls in classes.values()):
         ctx.notice(f"{ONE_QUERY}: the shuffled pairing compares with another query's generation, and a "
                    "confidence interval needs two queries or more (none is shown)")

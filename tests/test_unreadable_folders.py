@@ -1,0 +1,118 @@
+"""A folder that cannot be read (permissions, an I/O error) is counted and named like an unreadable
+image by every command that lists images, never skipped without a word.
+
+Tests run as root here, and root reads any folder whatever its mode, so the failure is simulated at
+``os.scandir`` (what ``os.walk`` lists a folder with); a real ``chmod 000`` test runs as other users.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from test_data_info import make_world, named
+
+from geoxai.cli import cli
+from geoxai.data.vpr import VPRTestSet, list_images
+from geoxai.errors import GeoxaiError
+
+
+@pytest.fixture()
+def unreadable(monkeypatch):
+    """``unreadable(folder)`` makes listing that folder fail as a chmod 000 folder does."""
+    blocked: set[str] = set()
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.path.abspath(path) in blocked:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    return lambda folder: blocked.add(os.path.abspath(folder))
+
+
+def test_the_listing_collects_unreadable_folders_and_says_so_once(tmp_path, unreadable):
+    root = make_world(tmp_path / "world")
+    unreadable(root / "train" / "x")
+    with pytest.warns(UserWarning, match=r"1 folder\(s\) cannot be read.*train/x: unreadable folder "
+                                         r"\(Permission denied\)") as caught:
+        paths = list_images(root / "train")
+    assert len(caught) == 1
+    assert len(paths) == 1 and paths.unreadable_folders == [
+        (root / "train" / "x", "unreadable folder (Permission denied); its images are not listed: fix its "
+                               "permissions or the disk")]
+
+
+def test_an_unreadable_folder_asked_for_is_one_line(tmp_path, unreadable):
+    root = make_world(tmp_path / "world")
+    unreadable(root / "train")
+    with pytest.raises(GeoxaiError, match=r"train: cannot read this folder \(Permission denied\)"):
+        list_images(root / "train")
+
+
+def test_data_info_counts_and_names_an_unreadable_folder_like_an_image(tmp_path, unreadable):
+    root = make_world(tmp_path / "world")
+    bad_image = root / "database" / "broken.jpg"
+    bad_image.write_bytes(b"not a jpeg")
+    unreadable(root / "train" / "x")
+    result = CliRunner().invoke(cli, ["data", "info", str(root), "--no-labels"])
+    assert result.exit_code == 0, result.output
+    assert "train/: 1 images" in result.stdout
+    assert "unreadable files: 2" in result.stdout
+    assert f"{root / 'train' / 'x'}: unreadable folder (Permission denied)" in result.stdout
+    assert f"{bad_image}: unreadable image" in result.stdout
+
+
+def test_retrieval_test_sets_say_an_unreadable_database_folder(tmp_path, unreadable):
+    root = make_world(tmp_path / "world")
+    named(root / "database" / "more", 600010, 4200000)
+    unreadable(root / "database" / "more")
+    with pytest.warns(UserWarning, match="database: 1 folder.*more: unreadable folder"):
+        test_set = VPRTestSet(root)
+    assert len(test_set.database_paths) == 2
+
+
+def test_evaluate_records_an_unreadable_database_folder(tmp_path, unreadable):
+    from geoxai.data.reference_runs import write_reference_run
+    from geoxai.data.synthcity_world import write_world
+    from geoxai.evaluation.runner import evaluate
+
+    write_world(tmp_path / "world", places=6, visits=2, size=32, progress=False)
+    run = write_reference_run(tmp_path / "world", "identity", 1, tmp_path / "run", progress=False).root
+    hidden = tmp_path / "world" / "database" / "more"
+    hidden.mkdir()
+    unreadable(hidden)
+    result = evaluate(run, "tiny_plugins:ConstantPlugin", tmp_path / "eval", database=tmp_path / "world",
+                      progress=False)
+    assert any("1 unreadable database folder(s)" in n and str(hidden) in n for n in result.notices)
+    errors = pd.read_csv(tmp_path / "eval" / "errors.csv")
+    assert errors["error"].str.contains(f"{hidden}: unreadable folder \\(Permission denied\\)").any()
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads folders whatever their mode")
+def test_a_real_chmod_000_folder(tmp_path):
+    root = make_world(tmp_path / "world")
+    locked = root / "train" / "x"
+    locked.chmod(0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            paths = list_images(root / "train")
+        assert [p for p, _ in paths.unreadable_folders] == [locked] and len(paths) == 1
+        result = CliRunner().invoke(cli, ["data", "info", str(root), "--no-labels"])
+        assert f"{locked}: unreadable folder (Permission denied)" in result.stdout
+    finally:
+        locked.chmod(0o755)
+
+
+def test_listing_a_readable_tree_reports_nothing(tmp_path):
+    root = make_world(tmp_path / "world")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        paths = list_images(root / "train")
+    assert len(paths) == 3 and paths.unreadable_folders == [] and isinstance(paths[0], Path)
