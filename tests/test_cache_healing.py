@@ -33,6 +33,12 @@ def npz_bytes(**arrays) -> bytes:
     return buffer.getvalue()
 
 
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
 def truncated(path: Path) -> bytes:
     return path.read_bytes()[: path.stat().st_size // 2]
 
@@ -40,7 +46,7 @@ def truncated(path: Path) -> bytes:
 DAMAGE = {
     "truncated": truncated,
     "not an npz": lambda path: b"this is not a numpy file\n" * 20,
-    "an npy": lambda path: (lambda b: (np.save(b, np.zeros(3)), b.getvalue())[1])(io.BytesIO()),
+    "an npy": lambda path: npy_bytes(np.zeros(3)),
     "object array": lambda path: npz_bytes(keys=np.load(path)["keys"],
                                            values=np.array([{"a": 1}] * len(np.load(path)["keys"]), dtype=object)),
     "wrong dtype": lambda path: npz_bytes(keys=np.load(path)["keys"], values=np.load(path)["values"].astype(np.float16)),
@@ -93,12 +99,6 @@ def test_a_value_of_another_dtype_is_refused_on_write(tmp_path):
 
 
 # ------------------------------------------------------------------------ the latent cache
-def npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=True)
-    return buffer.getvalue()
-
-
 LATENT_DAMAGE = {
     "truncated moments": ("moments.npy", truncated),
     "descriptors not an npy": ("descriptors.npy", lambda path: b"garbage" * 50),
@@ -133,7 +133,7 @@ def test_a_damaged_latent_cache_is_said_once_set_aside_and_rebuilt(tmp_path, cap
     assert len(list(folder.parent.glob(f"{folder.name}.damaged-*"))) == 1
     for array_name, value in good.items():
         np.testing.assert_array_equal(np.array(getattr(rebuilt, array_name)), value)
-    again, encode, _ = build(paths, tmp_path / "cache")
+    _, encode, _ = build(paths, tmp_path / "cache")
     assert encode.images == 0  # healed: reused without a word
     assert "damaged" not in capsys.readouterr().out
 

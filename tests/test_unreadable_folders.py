@@ -43,9 +43,8 @@ def test_the_listing_collects_unreadable_folders_and_says_so_once(tmp_path, unre
                                          r"\(Permission denied\)") as caught:
         paths = list_images(root / "train")
     assert len(caught) == 1
-    assert len(paths) == 1 and paths.unreadable_folders == [
-        (root / "train" / "x", "unreadable folder (Permission denied); its images are not listed: fix its "
-                               "permissions or the disk")]
+    reason = "unreadable folder (Permission denied); its images are not listed: fix its permissions or the disk"
+    assert len(paths) == 1 and paths.unreadable_folders == [(root / "train" / "x", reason)]
 
 
 def test_an_unreadable_folder_asked_for_is_one_line(tmp_path, unreadable):
