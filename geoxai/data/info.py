@@ -7,7 +7,6 @@ world root holding several of ``train/``, ``database/``, ``queries/`` (other ent
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,9 +141,7 @@ def _coordinates(paths: list[Path]) -> tuple[np.ndarray, list[Path]]:
 
 def _folder_info(name: str, folder: Path, labels: bool, decode: bool,
                  progress: bool) -> tuple[FolderInfo, np.ndarray | None]:
-    with warnings.catch_warnings():  # unreadable folders are in the table, not said twice
-        warnings.simplefilter("ignore")
-        paths = list_images(folder)
+    paths = list_images(folder, warn=False)  # unreadable folders go in the table below
     list_file = images_list_file(folder)
     info = FolderInfo(name=name, path=folder, images=len(paths),
                       list_file=list_file if list_file.is_file() else None)
@@ -201,8 +198,6 @@ def dataset_info(folder: str | Path, radius: float = 25.0, labels: bool = True, 
             result.queries_without_positives = sum(len(p) == 0 for p in positives)
     elif "database" in names or "queries" in names:
         result.positives_note = "not computed (a test set needs both database/ and queries/)"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        listed = {name: list_images(path) for name, path in targets}
-    result.duplicates = find_duplicates(listed, progress=progress)
+    result.duplicates = find_duplicates({name: list_images(path, warn=False) for name, path in targets},
+                                        progress=progress)
     return result

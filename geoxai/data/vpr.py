@@ -224,12 +224,13 @@ def _walk_images(folder: Path) -> ImageList:
     return ImageList(sorted(found), sorted(unreadable))
 
 
-def list_images(folder: str | Path) -> ImageList:
+def list_images(folder: str | Path, warn: bool = True) -> ImageList:
     """Image paths under ``folder``, sorted; or, when it exists, the list in ``<folder>_images_paths.txt``.
 
     A list file keeps its own order (so indices match other tools reading the same list). Folders
     that cannot be read are in ``.unreadable_folders`` and said in one warning (every command lists
-    images through here, so none skips them silently).
+    images through here, so none skips them silently); ``warn=False`` for a caller that counts them
+    with its unreadable images instead.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -239,7 +240,7 @@ def list_images(folder: str | Path) -> ImageList:
     if list_file.is_file():
         return ImageList(_read_list_file(folder, list_file))
     paths = _walk_images(folder)
-    if paths.unreadable_folders:
+    if paths.unreadable_folders and warn:
         first, reason = paths.unreadable_folders[0]
         warnings.warn(f"{folder}: {len(paths.unreadable_folders)} folder(s) cannot be read, their images are left "
                       f"out; first {first}: {reason}", stacklevel=2)
@@ -289,8 +290,9 @@ class VPRTestSet:
             raise GeoxaiError(f"--radius {radius}: must be a distance in metres >= 0")
         self.labels = labels
         self.radius = float(radius)
-        self.database_paths: list[Path] = list_images(self.folder / "database")
-        self.queries_paths: list[Path] = list_images(self.folder / "queries")
+        # unreadable folders: in .unreadable_folders of each list, counted by the caller (retrieve)
+        self.database_paths: ImageList = list_images(self.folder / "database", warn=False)
+        self.queries_paths: ImageList = list_images(self.folder / "queries", warn=False)
         self.database_utm: np.ndarray | None = utm_coordinates(self.database_paths) if labels else None
         self.queries_utm: np.ndarray | None = utm_coordinates(self.queries_paths) if labels else None
         self._positives: dict[float, list[np.ndarray]] = {}

@@ -144,15 +144,11 @@ def _write_frame(path: Path, frame: pd.DataFrame, parquet: bool = False) -> None
 
 def _open_database(folder: str | Path, radius: float, needs_labels: bool,
                    errors: list[dict] | None = None) -> Database:
-    import warnings
-
     from geoxai.data.vpr import list_images, name_utm
 
     folder = Path(folder)
     images_folder = folder / "database" if (folder / "database").is_dir() else folder
-    with warnings.catch_warnings():  # said as the evaluation's notice and in errors.csv instead
-        warnings.simplefilter("ignore")
-        listed = list_images(images_folder)
+    listed = list_images(images_folder, warn=False)  # unreadable folders: errors.csv and a notice
     for path, reason in listed.unreadable_folders:
         if errors is not None:
             errors.append(_error_row("", "image", f"{path}: {reason}"))
@@ -165,6 +161,20 @@ def _open_database(folder: str | Path, radius: float, needs_labels: bool,
                               "them (25 m positives); name images @east@north@...@.jpg")
         return Database(paths, None, radius)
     return Database(paths, np.asarray(utm, dtype=np.float64), radius)
+
+
+def _missing_reason(path: Path) -> str:
+    """Why an image the run lists is not there: it does not exist, or its folder cannot be read."""
+    from geoxai.data.vpr import folder_error
+
+    try:
+        with os.scandir(path.parent):
+            pass
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # permissions, an I/O error: the image may well be there
+        return f"{path}: in {path.parent}: {folder_error(exc)}"
+    return f"listed image does not exist: {path}"
 
 
 def _plugin_needs_labels(plugin: type[Plugin]) -> bool:
@@ -250,7 +260,8 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
     manifest = reader.manifest(absolute=True)
     if manifest.empty:
         raise GeoxaiError(f"{run_root}: the run lists no (existing) image; nothing to evaluate")
-    errors: list[dict] = [_error_row("", "image", f"listed image does not exist: {path}") for path in reader.missing]
+    missing_reasons = {Path(path): _missing_reason(Path(path)) for path in reader.missing}
+    errors: list[dict] = [_error_row("", "image", reason) for reason in missing_reasons.values()]
 
     # plugins: unknown names stop here (a user mistake); a plugin that fails to import is isolated
     classes: dict[str, type[Plugin]] = {}
@@ -395,9 +406,13 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
                             segmenter=segmentation_provider.segmenter if segmentation_provider else None)
     if outcomes_note:
         ctx.notice(outcomes_note)
-    if reader.missing:
-        ctx.notice(f"{len(reader.missing)} image(s) listed in the manifest do not exist; their pairs are skipped "
-                   "(errors.csv)")
+    hidden = {path.parent for path, reason in missing_reasons.items() if "unreadable folder" in reason}
+    absent = len(reader.missing) - sum("unreadable folder" in r for r in missing_reasons.values())
+    if absent:
+        ctx.notice(f"{absent} image(s) listed in the manifest do not exist; their pairs are skipped (errors.csv)")
+    if hidden:
+        ctx.notice(f"{len(reader.missing) - absent} image(s) listed in the manifest are in {len(hidden)} unreadable "
+                   f"folder(s), first {min(hidden)}; their pairs are skipped (errors.csv)")
     if unreadable:
         ctx.notice(f"{len(unreadable)} unreadable image(s) skipped with every pair that uses them (errors.csv)")
     folders = [row["error"] for row in errors if "unreadable folder (" in row["error"]]
