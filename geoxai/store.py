@@ -6,11 +6,11 @@ result) and keyed by the image's *content* (sha256 of its bytes, ``geoxai.data.d
 image is processed once whatever its name, however many samples or plugins read it, and a renamed
 or copied dataset reuses everything; another model or setting gets another namespace.
 
-Layout: ``<root>/<kind>/<namespace id>/meta.json``, ``values.json`` (dtype and rank of the values)
+Layout: ``<root>/<kind>/<namespace id>/meta.json``, ``values.json`` (dtype, rank, shape of the values)
 and ``chunks/*.npz``. Each chunk holds the keys and values of one batch and is written atomically, so
 a killed process loses at most the batch in flight and several processes (one per GPU) can fill one
 namespace at the same time without locks. A chunk damaged on disk (truncated, not an npz, objects,
-another dtype or rank, fewer values than keys) is set aside as ``*.damaged-<time>`` with one warning
+another dtype, rank or shape, fewer values than keys) is set aside as ``*.damaged-<time>`` with one warning
 and its images are computed again: a damaged cache costs time, never a wrong value.
 """
 
@@ -95,16 +95,19 @@ class Namespace:
             raise _DamagedChunk(f"not one value for each of its {len(keys)} keys")
         spec = self._spec()
         for value in values:
-            rank = value.ndim - 1 if "values" in arrays else value.ndim
+            shape = value.shape[1:] if "values" in arrays else value.shape
             if value.dtype.kind not in _NUMERIC:
                 raise _DamagedChunk(f"values of dtype {value.dtype}, not numbers")
-            if spec is not None and (value.dtype.str != spec["dtype"] or rank != spec["ndim"]):
-                raise _DamagedChunk(f"values of dtype {value.dtype.str} and rank {rank}, where this namespace "
+            if spec is not None and (value.dtype.str != spec["dtype"] or len(shape) != spec["ndim"]):
+                raise _DamagedChunk(f"values of dtype {value.dtype.str} and rank {len(shape)}, where this namespace "
                                     f"holds {spec['dtype']} of rank {spec['ndim']}")
+            if spec is not None and spec.get("shape") is not None and list(shape) != spec["shape"]:
+                raise _DamagedChunk(f"values of shape {tuple(shape)}, where this namespace holds {tuple(spec['shape'])}")
         return keys.tolist()
 
     def _spec(self) -> dict[str, Any] | None:
-        """The dtype and rank of this namespace's values, written with its first chunk (None before)."""
+        """The dtype, rank and shape (None: values of several shapes) of this namespace's values, written
+        with its first chunk (None before)."""
         path = self.folder / _SPEC
         try:
             spec = json.loads(path.read_text(encoding="utf-8"))
@@ -116,6 +119,17 @@ class Namespace:
             pass
         self._set_aside(path, "not a description of the values")  # re-written by the next chunk
         return None
+
+    def _write_spec(self, spec: dict[str, Any]) -> None:
+        from geoxai.files import atomic_write_text
+
+        atomic_write_text(self.folder / _SPEC, json.dumps(spec))
+
+    def _has_chunks(self) -> bool:
+        try:
+            return any(n.endswith(".npz") for n in os.listdir(self.folder / _CHUNKS))
+        except FileNotFoundError:
+            return False
 
     def _set_aside(self, path: Path, problem: str) -> None:
         from geoxai.files import set_aside
@@ -175,13 +189,17 @@ class Namespace:
             raise GeoxaiError(f"artifact store {self.folder}: values of {self.kind} must be numbers of one dtype and "
                               f"rank (got {sorted(dtypes)}, ranks {sorted(ranks)})")
         spec = self._spec()
-        if spec is None:
-            from geoxai.files import atomic_write_text
-
-            atomic_write_text(self.folder / _SPEC, json.dumps({"dtype": values[0].dtype.str, "ndim": values[0].ndim}))
+        shapes = {v.shape for v in values}
+        if spec is None:  # chunks from before values.json was kept: their shapes are not known to agree
+            shape = list(values[0].shape) if len(shapes) == 1 and not self._has_chunks() else None
+            self._write_spec({"dtype": values[0].dtype.str, "ndim": values[0].ndim, "shape": shape})
         elif (values[0].dtype.str, values[0].ndim) != (spec["dtype"], spec["ndim"]):
             raise GeoxaiError(f"artifact store {self.folder}: {self.kind} values are {spec['dtype']} of rank "
                               f"{spec['ndim']}, not {values[0].dtype.str} of rank {values[0].ndim}")
+        elif spec.get("shape") is not None and shapes != {tuple(spec["shape"])}:
+            # values of several shapes (label maps of images of different sizes): from now on only the
+            # rank is checked; said before the chunk is written, so no reader sees it checked by shape
+            self._write_spec({**spec, "shape": None})
         arrays: dict[str, np.ndarray] = {"keys": np.asarray(keys)}
         if len({(v.shape, v.dtype.str) for v in values}) == 1:
             arrays["values"] = np.stack(values)

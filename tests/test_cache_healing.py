@@ -50,7 +50,11 @@ DAMAGE = {
     "object array": lambda path: npz_bytes(keys=np.load(path)["keys"],
                                            values=np.array([{"a": 1}] * len(np.load(path)["keys"]), dtype=object)),
     "wrong dtype": lambda path: npz_bytes(keys=np.load(path)["keys"], values=np.load(path)["values"].astype(np.float16)),
-    "wrong shape": lambda path: npz_bytes(keys=np.load(path)["keys"], values=np.load(path)["values"][:, :2, None]),
+    "wrong rank": lambda path: npz_bytes(keys=np.load(path)["keys"], values=np.load(path)["values"][:, :2, None]),
+    "wrong shape": lambda path: npz_bytes(keys=np.load(path)["keys"], values=np.load(path)["values"][:, :2]),
+    "values of objects": lambda path: npz_bytes(keys=np.load(path)["keys"],
+                                                **{f"value_{i}": np.array([None], dtype=object)
+                                                   for i in range(len(np.load(path)["keys"]))}),
     "fewer values": lambda path: npz_bytes(keys=np.load(path)["keys"], values=np.load(path)["values"][:2]),
 }
 
@@ -148,3 +152,14 @@ def test_a_latent_dataset_never_reads_a_file_damaged_after_opening(tmp_path):
     (cache.folder / "descriptors.npy").write_bytes(npy_bytes(np.zeros((4, 6), np.float64)))
     with pytest.raises(GeoxaiError, match="descriptors.npy holds float64, not float32"):
         dataset[0]
+
+
+def test_values_of_several_shapes_relax_the_shape_check_only(tmp_path):
+    """Label maps of images of different sizes share a namespace; their rank is still checked."""
+    namespace = ArtifactStore(tmp_path).namespace("maps", "test", {})
+    namespace.put_many({"a": np.zeros((4, 4), np.uint8)})
+    namespace.put_many({"b": np.ones((2, 6), np.uint8), "c": np.ones((3, 3), np.uint8)})
+    fresh = ArtifactStore(tmp_path).namespace("maps", "test", {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fresh.get("b").shape == (2, 6) and fresh.get("a").shape == (4, 4) and len(fresh) == 3
