@@ -21,6 +21,8 @@ import json
 import os
 import uuid
 import warnings
+import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,11 @@ FORMAT = 1
 _CHUNKS = "chunks"
 _SPEC = "values.json"  # dtype and rank of a namespace's values, from its first chunk
 _NUMERIC = "biuf"  # bool, integers, floats: what an artifact is (never objects or strings)
+
+
+# what reading a damaged npz raises: a bad zip, a bad deflate stream, a bad header, a short file,
+# objects refused (allow_pickle=False), an npy where an npz belongs (no context manager, no keys)
+_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, zlib.error)
 
 
 class _DamagedChunk(Exception):
@@ -85,7 +92,7 @@ class Namespace:
                 arrays = {k: chunk[k] for k in chunk.files}
         except FileNotFoundError:
             raise
-        except Exception as exc:  # zipfile, zlib and numpy raise many types for a damaged file
+        except _READ_ERRORS as exc:  # what zipfile, zlib and numpy raise for a damaged file
             raise _DamagedChunk(f"unreadable ({' '.join(str(exc).split())[:120] or type(exc).__name__})") from None
         keys = arrays.pop("keys", None)
         if keys is None or keys.ndim != 1 or keys.dtype.kind != "U":
@@ -158,7 +165,7 @@ class Namespace:
             try:
                 with np.load(self.folder / _CHUNKS / name, allow_pickle=False) as chunk:
                     self._loaded[name] = {k: chunk[k] for k in chunk.files}
-            except Exception as exc:  # checked when indexed: changed on disk since
+            except _READ_ERRORS as exc:  # checked when indexed: changed on disk since
                 raise GeoxaiError(f"artifact store: {self.folder / _CHUNKS / name} changed while being read "
                                   f"({' '.join(str(exc).split())[:120]}); run the command again") from None
         return self._loaded[name]

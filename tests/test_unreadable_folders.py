@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from test_data_info import make_world, named
 
 from geoxai.cli import cli
-from geoxai.data.vpr import VPRTestSet, list_images
+from geoxai.data.vpr import list_images
 from geoxai.errors import GeoxaiError
 
 
@@ -172,7 +172,8 @@ def test_evaluate_names_run_images_in_an_unreadable_folder(tmp_path, unreadable)
     shutil.move(hidden, tmp_path / "away")  # what a folder that cannot be read looks like from outside
     hidden.mkdir()
     unreadable(hidden)
-    result = evaluate(run, "tiny_plugins:ConstantPlugin", tmp_path / "eval", progress=False)
+    with pytest.warns(UserWarning, match="1 row"):  # the run itself sees an image it cannot find
+        result = evaluate(run, "tiny_plugins:ConstantPlugin", tmp_path / "eval", progress=False)
     assert any(f"in 1 unreadable folder(s), first {hidden}" in n for n in result.notices), result.notices
     errors = pd.read_csv(tmp_path / "eval" / "errors.csv")
     assert errors["error"].str.contains(f"in {hidden}: unreadable folder \\(Permission denied\\)").any()

@@ -530,7 +530,7 @@ def _plugin_state_problem(folder: Path, name: str) -> str | None:
             summary = pd.read_csv(summary_path)
             if not set(SUMMARY_COLUMNS) <= set(summary.columns):
                 return f"{summary_path.name} lacks summary columns"
-    except Exception as exc:  # json, pyarrow and pandas raise many types for a damaged file
+    except (OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:  # json, pyarrow, pandas
         return f"{' '.join(str(exc).split())[:160] or type(exc).__name__}"
     return None
 

@@ -92,7 +92,7 @@ def _open_array(folder: Path, name: str, rows: int, shape: Sequence[int] | None 
     path = folder / f"{name}.npy"
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as exc:  # numpy raises ValueError, OSError, EOFError... for a damaged file
+    except (OSError, ValueError, EOFError, TypeError) as exc:  # what numpy raises for a damaged file
         raise _DamagedCache(f"{path.name} unreadable ({' '.join(str(exc).split())[:120] or type(exc).__name__})") \
             from None
     expected = _DTYPES.get(name)
@@ -119,7 +119,7 @@ def _cache_problem(folder: Path) -> str | None:
             return f"index.csv lists {len(index)} images, meta.json {rows}"
     except _DamagedCache as exc:
         return str(exc)
-    except Exception as exc:  # json, pandas: a damaged meta.json, index.csv or skipped.csv
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # json, pandas: a damaged meta.json or csv
         return " ".join(str(exc).split())[:160] or type(exc).__name__
     return None
 
