@@ -163,3 +163,21 @@ def test_values_of_several_shapes_relax_the_shape_check_only(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert fresh.get("b").shape == (2, 6) and fresh.get("a").shape == (4, 4) and len(fresh) == 3
+
+
+def test_a_damaged_interrupted_build_is_said_and_started_over(tmp_path, capsys):
+    from test_latent_cache import Counting, build, fake_moments, write_images
+
+    paths = write_images(tmp_path / "images", 5)
+    with pytest.raises(RuntimeError, match="killed"):
+        build(paths, tmp_path / "cache", encode_moments=Counting(fake_moments, fail_on_call=3))
+    [partial] = list((tmp_path / "cache").glob(".*.partial"))
+    moments = partial / "moments.npy"
+    moments.write_bytes(truncated(moments))
+    capsys.readouterr()
+    cache, encode, _ = build(paths, tmp_path / "cache")
+    said = [line for line in capsys.readouterr().out.splitlines() if "is damaged" in line]
+    assert len(said) == 1 and str(partial) in said[0] and "starting it over" in said[0]
+    assert encode.images == 2 * 5  # every image again, not only those after the interruption
+    fresh, _, _ = build(paths, tmp_path / "fresh")
+    np.testing.assert_array_equal(np.array(cache.moments), np.array(fresh.moments))

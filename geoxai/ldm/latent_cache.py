@@ -129,11 +129,17 @@ class _DamagedCache(Exception):
 
 
 def _read_progress(partial: Path, key: str) -> dict[str, Any] | None:
-    """The saved state of an interrupted build of the same key, or None."""
+    """The saved state of an interrupted build of the same key, or None (its arrays checked like a
+    finished cache's: a damaged one is said, and the build starts over)."""
     try:
         state = json.loads((partial / "progress.json").read_text())
         usable = state["key"] == key and all((partial / f"{n}.npy").is_file() for n in state["shapes"])
-    except (OSError, ValueError, KeyError, TypeError):
+        for name, shape in state["shapes"].items() if usable else ():
+            _open_array(partial, name, int(shape[0]), shape)
+    except _DamagedCache as exc:
+        print(f"latent cache: the interrupted build in {partial} is damaged ({exc}); starting it over", flush=True)
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return state if usable else None
 
