@@ -143,15 +143,15 @@ def _write_frame(path: Path, frame: pd.DataFrame, parquet: bool = False) -> None
 
 
 def _open_database(folder: str | Path, radius: float, needs_labels: bool,
-                   errors: list[dict] | None = None) -> Database:
+                   unreadable_folders: list[tuple[Path, str]] | None = None) -> Database:
+    """The database; folders under it that cannot be read are added to ``unreadable_folders``."""
     from geoxai.data.vpr import list_images, name_utm
 
     folder = Path(folder)
     images_folder = folder / "database" if (folder / "database").is_dir() else folder
     listed = list_images(images_folder, warn=False)  # unreadable folders: errors.csv and a notice
-    for path, reason in listed.unreadable_folders:
-        if errors is not None:
-            errors.append(_error_row("", "image", f"{path}: {reason}"))
+    if unreadable_folders is not None:
+        unreadable_folders.extend(listed.unreadable_folders)
     paths = [p.resolve() for p in listed]
     utm = [name_utm(p) for p in paths]
     if any(u is None for u in utm):
@@ -163,18 +163,18 @@ def _open_database(folder: str | Path, radius: float, needs_labels: bool,
     return Database(paths, np.asarray(utm, dtype=np.float64), radius)
 
 
-def _missing_reason(path: Path) -> str:
-    """Why an image the run lists is not there: it does not exist, or its folder cannot be read."""
+def _unreadable_folder(path: Path) -> str | None:
+    """Why the folder of an image the run lists but that is not there cannot be read (None: it can,
+    or it does not exist, so the image does not either)."""
     from geoxai.data.vpr import folder_error
 
     try:
         with os.scandir(path.parent):
-            pass
+            return None
     except FileNotFoundError:
-        pass
+        return None
     except OSError as exc:  # permissions, an I/O error: the image may well be there
-        return f"{path}: in {path.parent}: {folder_error(exc)}"
-    return f"listed image does not exist: {path}"
+        return folder_error(exc)
 
 
 def _plugin_needs_labels(plugin: type[Plugin]) -> bool:
@@ -260,8 +260,9 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
     manifest = reader.manifest(absolute=True)
     if manifest.empty:
         raise GeoxaiError(f"{run_root}: the run lists no (existing) image; nothing to evaluate")
-    missing_reasons = {Path(path): _missing_reason(Path(path)) for path in reader.missing}
-    errors: list[dict] = [_error_row("", "image", reason) for reason in missing_reasons.values()]
+    hidden = {Path(path): _unreadable_folder(Path(path)) for path in reader.missing}  # path -> folder's problem
+    errors: list[dict] = [_error_row("", "image", f"{path}: in {path.parent}: {why}" if why else
+                                     f"listed image does not exist: {path}") for path, why in hidden.items()]
 
     # plugins: unknown names stop here (a user mistake); a plugin that fails to import is isolated
     classes: dict[str, type[Plugin]] = {}
@@ -285,9 +286,10 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
         if "database" in cls.needs and database is None:
             raise GeoxaiError(f"plugin {cls.name} needs --database DIR (database images named by UTM, e.g. "
                               "worlds/synthcity/database): generations are retrieved against it")
-    db = None
+    db, db_folders = None, []
     if database is not None:
-        db = _open_database(database, radius, any(_plugin_needs_labels(c) for c in classes.values()), errors)
+        db = _open_database(database, radius, any(_plugin_needs_labels(c) for c in classes.values()), db_folders)
+        errors += [_error_row("", "image", f"{path}: {why}") for path, why in db_folders]
     outcomes_note = ""
     if (db is None or db.utm is None) and any("reference" in cls.pairings for cls in classes.values()):
         reason = "no --database" if db is None else "database names without UTM coordinates"
@@ -406,19 +408,19 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
                             segmenter=segmentation_provider.segmenter if segmentation_provider else None)
     if outcomes_note:
         ctx.notice(outcomes_note)
-    hidden = {path.parent for path, reason in missing_reasons.items() if "unreadable folder" in reason}
-    absent = len(reader.missing) - sum("unreadable folder" in r for r in missing_reasons.values())
-    if absent:
-        ctx.notice(f"{absent} image(s) listed in the manifest do not exist; their pairs are skipped (errors.csv)")
-    if hidden:
-        ctx.notice(f"{len(reader.missing) - absent} image(s) listed in the manifest are in {len(hidden)} unreadable "
-                   f"folder(s), first {min(hidden)}; their pairs are skipped (errors.csv)")
+    in_hidden = [path for path, why in hidden.items() if why]
+    if len(in_hidden) < len(hidden):
+        ctx.notice(f"{len(hidden) - len(in_hidden)} image(s) listed in the manifest do not exist; their pairs are "
+                   "skipped (errors.csv)")
+    if in_hidden:
+        folders = sorted({path.parent for path in in_hidden})
+        ctx.notice(f"{len(in_hidden)} image(s) listed in the manifest are in {len(folders)} unreadable folder(s), "
+                   f"first {folders[0]}; their pairs are skipped (errors.csv)")
     if unreadable:
         ctx.notice(f"{len(unreadable)} unreadable image(s) skipped with every pair that uses them (errors.csv)")
-    folders = [row["error"] for row in errors if "unreadable folder (" in row["error"]]
-    if folders:
-        ctx.notice(f"{len(folders)} unreadable database folder(s): their images are left out of retrieval and "
-                   f"the reference pairing (errors.csv); first {folders[0]}")
+    if db_folders:
+        ctx.notice(f"{len(db_folders)} unreadable database folder(s): their images are left out of retrieval and "
+                   f"the reference pairing (errors.csv); first {db_folders[0][0]}: {db_folders[0][1]}")
     if manifest["query_id"].nunique() == 1 and any("shuffled" in cls.pairings for cls in classes.values()):
         ctx.notice(f"{ONE_QUERY}: the shuffled pairing compares with another query's generation, and a "
                    "confidence interval needs two queries or more (none is shown)")
