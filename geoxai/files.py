@@ -179,7 +179,8 @@ def atomic_folder(target: str | Path) -> Iterator[Path]:
 
 def set_aside(path: str | Path) -> Path:
     """Rename a damaged file (or folder) to ``<name>.damaged-<UTC time>`` beside it, atomically, and
-    return the new path: kept for a look, out of the way of what recomputes it."""
+    return the new path: kept for a look, out of the way of what recomputes it. A path that cannot be
+    renamed is an ``OutputError``; one that is gone, ``FileNotFoundError``."""
     import time
 
     path = Path(path)
@@ -190,6 +191,8 @@ def set_aside(path: str | Path) -> Path:
         target, number = path.with_name(f"{path.name}.damaged-{stamp}-{number}"), number + 1
     try:
         os.replace(path, target)
+    except FileNotFoundError:
+        raise  # already gone (set aside by another process): the caller decides
     except OSError as exc:
         raise output_error(exc, path) from None
     return target

@@ -34,13 +34,17 @@ from geoxai.errors import GeoxaiError
 
 FORMAT = 1
 _CHUNKS = "chunks"
-_SPEC = "values.json"  # dtype and rank of a namespace's values, from its first chunk
+_SPEC = "values.json"  # dtype, rank and shape of a namespace's values, from its first chunk
 _NUMERIC = "biuf"  # bool, integers, floats: what an artifact is (never objects or strings)
 
 
 # what reading a damaged npz raises: a bad zip, a bad deflate stream, a bad header, a short file,
 # objects refused (allow_pickle=False), an npy where an npz belongs (no context manager, no keys)
 _READ_ERRORS = (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, zlib.error)
+
+
+# damaged files that could not be set aside (a read-only store): said once per process, never read
+_LEFT_IN_PLACE: set[Path] = set()
 
 
 class _DamagedChunk(Exception):
@@ -73,12 +77,15 @@ class Namespace:
             return
         for name in sorted(set(names) - self._seen):
             path = self.folder / _CHUNKS / name
+            if path in _LEFT_IN_PLACE:
+                continue
             try:
                 keys = self._checked_chunk(path)
             except FileNotFoundError:  # set aside meanwhile by another process
                 continue
             except _DamagedChunk as exc:
-                self._set_aside(path, str(exc))
+                self._seen.add(name)  # said once, never indexed
+                self._set_aside(path, str(exc), "its images are computed again")
                 continue
             for position, key in enumerate(keys):
                 self._index.setdefault(key, (name, position))
@@ -124,7 +131,7 @@ class Namespace:
             return None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             pass
-        self._set_aside(path, "not a description of the values")  # re-written by the next chunk
+        self._set_aside(path, "not a description of the values", "the next chunk writes it again")
         return None
 
     def _write_spec(self, spec: dict[str, Any]) -> None:
@@ -138,15 +145,19 @@ class Namespace:
         except FileNotFoundError:
             return False
 
-    def _set_aside(self, path: Path, problem: str) -> None:
+    def _set_aside(self, path: Path, problem: str, then: str) -> None:
         from geoxai.files import set_aside
 
         try:
-            moved = set_aside(path)
-        except (FileNotFoundError, GeoxaiError):
-            return  # another process set it aside first, or the store is read-only: then left in place
-        warnings.warn(f"artifact store: {path} is damaged ({problem}); set aside as {moved.name}, its images are "
-                      "computed again", stacklevel=3)
+            moved = f"set aside as {set_aside(path).name}"
+        except FileNotFoundError:
+            return  # another process set it aside (and said so) first
+        except GeoxaiError:  # a read-only store: left in place, ignored by this process
+            if path in _LEFT_IN_PLACE:
+                return
+            _LEFT_IN_PLACE.add(path)
+            moved = "left in place (the store is read-only)"
+        warnings.warn(f"artifact store: {path} is damaged ({problem}); {moved}, {then}", stacklevel=3)
 
     def __contains__(self, key: str) -> bool:
         if key not in self._index:

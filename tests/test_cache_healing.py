@@ -181,3 +181,29 @@ def test_a_damaged_interrupted_build_is_said_and_started_over(tmp_path, capsys):
     assert encode.images == 2 * 5  # every image again, not only those after the interruption
     fresh, _, _ = build(paths, tmp_path / "fresh")
     np.testing.assert_array_equal(np.array(cache.moments), np.array(fresh.moments))
+
+
+def test_a_damaged_chunk_that_cannot_be_moved_is_said_once_and_never_read(images, tmp_path, monkeypatch):
+    import geoxai.files
+    from geoxai.errors import OutputError
+
+    store = ArtifactStore(tmp_path / "store")
+    first = lab(store, images)
+    [chunk] = list((tmp_path / "store" / "lab").glob("*/chunks/*.npz"))
+    chunk.write_bytes(truncated(chunk))
+
+    def read_only(path):
+        raise OutputError(f"{path}: cannot write: Read-only file system")
+
+    monkeypatch.setattr(geoxai.files, "set_aside", read_only)
+    fresh = ArtifactStore(tmp_path / "store")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = lab(fresh, images)
+        namespace = fresh.namespace(LabArtifact.kind, "cielab", LabArtifact.settings)
+        namespace.missing(first.keys)  # looks again: the damaged chunk is not read twice
+    notes = [str(w.message) for w in caught if "is damaged" in str(w.message)]
+    assert len(notes) == 1 and "left in place (the store is read-only)" in notes[0]
+    assert chunk.exists() and again.computed == len(images)
+    for key in first.keys:
+        np.testing.assert_array_equal(again.values[key], first.values[key])
