@@ -111,6 +111,7 @@ LATENT_DAMAGE = {
                                lambda path: npy_bytes(np.array([object()] * len(np.load(path)), dtype=object))),
     "moments of another shape": ("flipped_moments.npy", lambda path: npy_bytes(np.load(path)[:-1])),
     "truncated index": ("index.csv", lambda path: b"row,path\n0,img00.png\n"),
+    "garbage meta.json": ("meta.json", lambda path: b"{\"key\": \"trunc"),
 }
 
 
@@ -128,7 +129,7 @@ def test_a_damaged_latent_cache_is_said_once_set_aside_and_rebuilt(tmp_path, cap
     name, damage = LATENT_DAMAGE[how]
     (folder / name).write_bytes(damage(folder / name))
 
-    with pytest.raises(GeoxaiError, match=r"latent cache .* is damaged .*delete it"):
+    with pytest.raises(GeoxaiError, match=r"latent cache .* is damaged .*delete it|not a finished latent cache"):
         LatentCache.open(folder)
     capsys.readouterr()
     rebuilt, encode, _ = build(paths, tmp_path / "cache")

@@ -104,6 +104,15 @@ def _open_array(folder: Path, name: str, rows: int, shape: Sequence[int] | None 
     return array
 
 
+def _meta_key(folder: Path) -> str | None:
+    """The key a cache folder's meta.json names (None: no readable one)."""
+    try:
+        key = json.loads((folder / "meta.json").read_text())["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return key if isinstance(key, str) else None
+
+
 def _cache_problem(folder: Path) -> str | None:
     """Why a finished cache folder cannot be trusted (None: every file agrees with meta.json)."""
     try:
@@ -188,16 +197,16 @@ def build_latent_cache(
             print(f"latent cache: waiting for another process building {final}", flush=True)
         lock.acquire()
     try:
-        problem = _cache_problem(final) if _is_complete(final, key) else None
-        if problem is not None:  # said once: the folder is set aside and this build replaces it
-            from geoxai.files import set_aside
+        problem = _cache_problem(final) if final.exists() else None
+        if final.exists() and _meta_key(final) not in (None, key):  # same 16-character prefix, another key
+            shutil.rmtree(final)
+        elif final.exists() and (problem is not None or not _is_complete(final, key)):
+            from geoxai.files import set_aside  # said once: set aside, and this build replaces it
 
             moved = set_aside(final)
-            print(f"latent cache: {final} is damaged ({problem}); set aside as {moved.name}, building it again",
-                  flush=True)
+            print(f"latent cache: {final} is damaged ({problem or 'incomplete'}); set aside as {moved.name}, "
+                  "building it again", flush=True)
         if not _is_complete(final, key):
-            if final.exists():  # same 16-character prefix but another key
-                shutil.rmtree(final)
             partial = root / f".{key[:16]}.partial"
             parts = dict(format_version=FORMAT_VERSION, autoencoder_id=autoencoder_id,
                          embedder_id=embedder_id, image_size=int(image_size), flip=bool(flip),
