@@ -83,11 +83,12 @@ def test_one_query_says_there_is_no_chance_baseline_and_shows_no_ci(one_query_ru
     assert any(ONE_QUERY in n for n in results["notices"])
 
     report = CliRunner().invoke(cli, ["report", str(tmp_path / "eval"), "--out", str(tmp_path / "report"),
-                                      "--format", "md"])
+                                      "--format", "md,html"])
     assert report.exit_code == 0, report.output
     for table in ("summary.md", "constant.md"):
         text = (tmp_path / "report" / table).read_text()
         assert ONE_QUERY in text and "| 1.000 |" in text and "1.000 ±" not in text
+    assert ONE_QUERY in (tmp_path / "report" / "index.html").read_text()
 
 
 # ------------------------------------------------------------------------ damaged state files
