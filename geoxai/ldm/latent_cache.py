@@ -201,9 +201,9 @@ def build_latent_cache(
         if final.exists() and _meta_key(final) not in (None, key):  # same 16-character prefix, another key
             shutil.rmtree(final)
         elif final.exists() and (problem is not None or not _is_complete(final, key)):
-            from geoxai.files import set_aside  # said once: set aside, and this build replaces it
+            from geoxai.files import set_aside
 
-            moved = set_aside(final)
+            moved = set_aside(final)  # said once: set aside, and this build replaces it
             print(f"latent cache: {final} is damaged ({problem or 'incomplete'}); set aside as {moved.name}, "
                   "building it again", flush=True)
         if not _is_complete(final, key):
