@@ -518,22 +518,24 @@ def _plugin_state_problem(folder: Path, name: str) -> str | None:
     from geoxai.evaluation.plugin import RECORD_COLUMNS
 
     records_path, summary_path, info_path = _plugin_files(folder, name)
+    reading = info_path
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
         if not isinstance(info, dict) or info.get("name") != name:
             return f"{info_path.name} does not describe plugin {name}"
         for file_name, digest in (info.get("sha256") or {}).items():  # written by every finished plugin
-            if _sha256(folder / file_name) != digest:
+            reading = folder / str(file_name)
+            if _sha256(reading) != digest:
                 return f"{file_name} changed since it was written"
         if records_path.is_file() or summary_path.is_file():
-            records = pd.read_parquet(records_path)
-            if not set(RECORD_COLUMNS) <= set(records.columns):
+            reading = records_path
+            if not set(RECORD_COLUMNS) <= set(pd.read_parquet(records_path).columns):
                 return f"{records_path.name} lacks record columns"
-            summary = pd.read_csv(summary_path)
-            if not set(SUMMARY_COLUMNS) <= set(summary.columns):
+            reading = summary_path
+            if not set(SUMMARY_COLUMNS) <= set(pd.read_csv(summary_path).columns):
                 return f"{summary_path.name} lacks summary columns"
     except (OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:  # json, pyarrow, pandas
-        return f"{' '.join(str(exc).split())[:160] or type(exc).__name__}"
+        return f"{reading.name}: {' '.join(str(exc).split())[:160] or type(exc).__name__}"
     return None
 
 
