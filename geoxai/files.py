@@ -175,3 +175,24 @@ def atomic_folder(target: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def set_aside(path: str | Path) -> Path:
+    """Rename a damaged file (or folder) to ``<name>.damaged-<UTC time>`` beside it, atomically, and
+    return the new path: kept for a look, out of the way of what recomputes it. A path that cannot be
+    renamed is an ``OutputError``; one that is gone, ``FileNotFoundError``."""
+    import time
+
+    path = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    number = 1
+    while target.exists():
+        target, number = path.with_name(f"{path.name}.damaged-{stamp}-{number}"), number + 1
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:
+        raise  # already gone (set aside by another process): the caller decides
+    except OSError as exc:
+        raise output_error(exc, path) from None
+    return target

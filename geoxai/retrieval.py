@@ -267,6 +267,9 @@ def evaluate_retrieval(dataset: str | Path, spec: Mapping[str, Any], out: str | 
             notices.append(f"{duplicates.within(name)} {name} images are byte-identical copies of other {name} "
                            f"images ({duplicates.format()})")
 
+    # folders that could not be listed count and show as unreadable images do (their images are absent)
+    q_folders, db_folders = ([(path, f"{path}: {reason}") for path, reason in paths.unreadable_folders]
+                             for paths in (test_set.queries_paths, test_set.database_paths))
     k = max(ns)
     distances = np.full((len(queries.array), min(k, int(db_ok.sum()))), np.nan, dtype=np.float32)
     indices = np.full(distances.shape, -1, dtype=np.int64)
@@ -274,8 +277,9 @@ def evaluate_retrieval(dataset: str | Path, spec: Mapping[str, Any], out: str | 
         distances[q_ok], indices[q_ok] = search(db.array[db_ok], queries.array[q_ok], k, progress=progress)
     db_indices = np.where(indices >= 0, np.flatnonzero(db_ok)[np.maximum(indices, 0)], -1)
     common = dict(dataset=test_set.folder, spec=embedder.spec(), identity=identity,
-                  skipped=queries.skipped + db.skipped, skipped_queries=len(queries.skipped),
-                  skipped_database=len(db.skipped), num_database=len(test_set.database_paths),
+                  skipped=queries.skipped + db.skipped + q_folders + db_folders,
+                  skipped_queries=len(queries.skipped) + len(q_folders),
+                  skipped_database=len(db.skipped) + len(db_folders), num_database=len(test_set.database_paths),
                   radius=float(radius), reused_descriptors=db.computed == 0 and queries.computed == 0, out=out,
                   random_weights=bool(embedder.random_weights), identical_in_database=int(identical.sum()),
                   notices=notices, domain=domain.record())

@@ -527,7 +527,11 @@ class GenerationRun:
             return found
         for folder in folders:
             if folder.is_dir() and not folder.name.startswith("."):
-                for entry in os.scandir(folder.path):
+                try:
+                    entries = list(os.scandir(folder.path))
+                except OSError:  # an unreadable folder: its images count as absent, and are named so
+                    continue
+                for entry in entries:
                     match = _IMAGE_NAME.match(entry.name)
                     if match:
                         found.add((folder.name, int(match.group(1))))

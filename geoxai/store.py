@@ -6,9 +6,12 @@ result) and keyed by the image's *content* (sha256 of its bytes, ``geoxai.data.d
 image is processed once whatever its name, however many samples or plugins read it, and a renamed
 or copied dataset reuses everything; another model or setting gets another namespace.
 
-Layout: ``<root>/<kind>/<namespace id>/meta.json`` and ``chunks/*.npz``. Each chunk holds the keys
-and values of one batch and is written atomically, so a killed process loses at most the batch in
-flight and several processes (one per GPU) can fill one namespace at the same time without locks.
+Layout: ``<root>/<kind>/<namespace id>/meta.json``, ``values.json`` (dtype, rank, shape of the values)
+and ``chunks/*.npz``. Each chunk holds the keys and values of one batch and is written atomically, so
+a killed process loses at most the batch in flight and several processes (one per GPU) can fill one
+namespace at the same time without locks. A chunk damaged on disk (truncated, not an npz, objects,
+another dtype, rank or shape, fewer values than keys) is set aside as ``*.damaged-<time>`` with one warning
+and its images are computed again: a damaged cache costs time, never a wrong value.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import hashlib
 import json
 import os
 import uuid
+import warnings
+import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +34,21 @@ from geoxai.errors import GeoxaiError
 
 FORMAT = 1
 _CHUNKS = "chunks"
+_SPEC = "values.json"  # dtype, rank and shape of a namespace's values, from its first chunk
+_NUMERIC = "biuf"  # bool, integers, floats: what an artifact is (never objects or strings)
+
+
+# what reading a damaged npz raises: a bad zip, a bad deflate stream, a bad header, a short file,
+# objects refused (allow_pickle=False), an npy where an npz belongs (no context manager, no keys)
+_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, zlib.error)
+
+
+# damaged files that could not be set aside (a read-only store): said once per process, never read
+_LEFT_IN_PLACE: set[Path] = set()
+
+
+class _DamagedChunk(Exception):
+    """A chunk file that cannot be trusted (why in the message)."""
 
 
 def namespace_id(kind: str, backend: str, settings: Mapping[str, Any]) -> str:
@@ -48,20 +69,95 @@ class Namespace:
 
     # ----------------------------------------------------------------------------- reading
     def _refresh(self) -> None:
-        """Index chunks written since the last look (by this or another process)."""
+        """Index chunks written since the last look (by this or another process); a damaged chunk is
+        set aside with one warning, so its images are computed again instead of read wrong."""
         try:
             names = [n for n in os.listdir(self.folder / _CHUNKS) if n.endswith(".npz") and not n.startswith(".")]
         except FileNotFoundError:
             return
         for name in sorted(set(names) - self._seen):
-            try:
-                with np.load(self.folder / _CHUNKS / name, allow_pickle=False) as chunk:
-                    keys = chunk["keys"]
-            except (OSError, ValueError, KeyError):  # a damaged chunk is recomputed, never trusted
+            path = self.folder / _CHUNKS / name
+            if path in _LEFT_IN_PLACE:
                 continue
-            for position, key in enumerate(keys.tolist()):
+            try:
+                keys = self._checked_chunk(path)
+            except FileNotFoundError:  # set aside meanwhile by another process
+                continue
+            except _DamagedChunk as exc:
+                self._seen.add(name)  # said once, never indexed
+                self._set_aside(path, str(exc), "its images are computed again")
+                continue
+            for position, key in enumerate(keys):
                 self._index.setdefault(key, (name, position))
             self._seen.add(name)
+
+    def _checked_chunk(self, path: Path) -> list[str]:
+        """The keys of a chunk whose every array reads back whole (the zip's checksums), numeric, one
+        value per key, of the dtype and rank this namespace's values have (``values.json``)."""
+        try:
+            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as chunk:
+                arrays = {k: chunk[k] for k in chunk.files}
+        except FileNotFoundError:
+            raise
+        except _READ_ERRORS as exc:  # what zipfile, zlib and numpy raise for a damaged file
+            raise _DamagedChunk(f"unreadable ({' '.join(str(exc).split())[:120] or type(exc).__name__})") from None
+        keys = arrays.pop("keys", None)
+        if keys is None or keys.ndim != 1 or keys.dtype.kind != "U":
+            raise _DamagedChunk("no list of keys")
+        values = [arrays.get("values")] if "values" in arrays else [arrays.get(f"value_{i}") for i in range(len(keys))]
+        if any(v is None for v in values) or ("values" in arrays and len(values[0]) != len(keys)):
+            raise _DamagedChunk(f"not one value for each of its {len(keys)} keys")
+        spec = self._spec()
+        for value in values:
+            shape = value.shape[1:] if "values" in arrays else value.shape
+            if value.dtype.kind not in _NUMERIC:
+                raise _DamagedChunk(f"values of dtype {value.dtype}, not numbers")
+            if spec is not None and (value.dtype.str != spec["dtype"] or len(shape) != spec["ndim"]):
+                raise _DamagedChunk(f"values of dtype {value.dtype.str} and rank {len(shape)}, where this namespace "
+                                    f"holds {spec['dtype']} of rank {spec['ndim']}")
+            if spec is not None and spec.get("shape") is not None and list(shape) != spec["shape"]:
+                raise _DamagedChunk(f"values of shape {tuple(shape)}, where this namespace holds {tuple(spec['shape'])}")
+        return keys.tolist()
+
+    def _spec(self) -> dict[str, Any] | None:
+        """The dtype, rank and shape (None: values of several shapes) of this namespace's values, written
+        with its first chunk (None before)."""
+        path = self.folder / _SPEC
+        try:
+            spec = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(spec, dict) and isinstance(spec.get("dtype"), str) and isinstance(spec.get("ndim"), int):
+                return spec
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            pass
+        self._set_aside(path, "not a description of the values", "the next chunk writes it again")
+        return None
+
+    def _write_spec(self, spec: dict[str, Any]) -> None:
+        from geoxai.files import atomic_write_text
+
+        atomic_write_text(self.folder / _SPEC, json.dumps(spec))
+
+    def _has_chunks(self) -> bool:
+        try:
+            return any(n.endswith(".npz") for n in os.listdir(self.folder / _CHUNKS))
+        except FileNotFoundError:
+            return False
+
+    def _set_aside(self, path: Path, problem: str, then: str) -> None:
+        from geoxai.files import set_aside
+
+        try:
+            moved = f"set aside as {set_aside(path).name}"
+        except FileNotFoundError:
+            return  # another process set it aside (and said so) first
+        except GeoxaiError:  # a read-only store: left in place, ignored by this process
+            if path in _LEFT_IN_PLACE:
+                return
+            _LEFT_IN_PLACE.add(path)
+            moved = "left in place (the store is read-only)"
+        warnings.warn(f"artifact store: {path} is damaged ({problem}); {moved}, {then}", stacklevel=3)
 
     def __contains__(self, key: str) -> bool:
         if key not in self._index:
@@ -77,8 +173,12 @@ class Namespace:
         if name not in self._loaded:
             if len(self._loaded) > 64:  # bounded memory on huge namespaces
                 self._loaded.clear()
-            with np.load(self.folder / _CHUNKS / name, allow_pickle=False) as chunk:
-                self._loaded[name] = {k: chunk[k] for k in chunk.files}
+            try:
+                with np.load(self.folder / _CHUNKS / name, allow_pickle=False) as chunk:
+                    self._loaded[name] = {k: chunk[k] for k in chunk.files}
+            except _READ_ERRORS as exc:  # checked when indexed: changed on disk since
+                raise GeoxaiError(f"artifact store: {self.folder / _CHUNKS / name} changed while being read "
+                                  f"({' '.join(str(exc).split())[:120]}); run the command again") from None
         return self._loaded[name]
 
     def get(self, key: str) -> np.ndarray:
@@ -102,6 +202,22 @@ class Namespace:
             return
         keys = list(items)
         values = [np.asarray(items[k]) for k in keys]
+        dtypes, ranks = {v.dtype.str for v in values}, {v.ndim for v in values}
+        if len(dtypes) > 1 or len(ranks) > 1 or values[0].dtype.kind not in _NUMERIC:
+            raise GeoxaiError(f"artifact store {self.folder}: values of {self.kind} must be numbers of one dtype and "
+                              f"rank (got {sorted(dtypes)}, ranks {sorted(ranks)})")
+        spec = self._spec()
+        shapes = {v.shape for v in values}
+        if spec is None:  # chunks from before values.json was kept: their shapes are not known to agree
+            shape = list(values[0].shape) if len(shapes) == 1 and not self._has_chunks() else None
+            self._write_spec({"dtype": values[0].dtype.str, "ndim": values[0].ndim, "shape": shape})
+        elif (values[0].dtype.str, values[0].ndim) != (spec["dtype"], spec["ndim"]):
+            raise GeoxaiError(f"artifact store {self.folder}: {self.kind} values are {spec['dtype']} of rank "
+                              f"{spec['ndim']}, not {values[0].dtype.str} of rank {values[0].ndim}")
+        elif spec.get("shape") is not None and shapes != {tuple(spec["shape"])}:
+            # values of several shapes (label maps of images of different sizes): from now on only the
+            # rank is checked; said before the chunk is written, so no reader sees it checked by shape
+            self._write_spec({**spec, "shape": None})
         arrays: dict[str, np.ndarray] = {"keys": np.asarray(keys)}
         if len({(v.shape, v.dtype.str) for v in values}) == 1:
             arrays["values"] = np.stack(values)

@@ -123,7 +123,7 @@ class DiversityPlugin(Plugin):
             low, high = _ratio_ci(g, r, ctx.rng(f"diversity/{distance}_ratio"))
             rows.append({"metric": f"{distance}_ratio", "pairing": "generated", "mean": ratio, "ci_low": low,
                          "ci_high": high, "n_queries": int(len(shared)), "n_skipped": 0})
-            said.append(f"{distance} {ratio:.2f} [{low:.2f}, {high:.2f}]")
+            said.append(f"{distance} {ratio:.2f}" + (f" [{low:.2f}, {high:.2f}]" if np.isfinite(low) else ""))
         if said:
             ctx.notice(f"diversity: generated spread / reference spread: {', '.join(said)} (target >= "
                        f"{RATIO_TARGET:g}: generations should vary at least half as much as a real re-visit)")
@@ -193,9 +193,8 @@ def _distances(comparisons: list[Comparison], ctx: Any, lpips_reason: str | None
 def _ratio_ci(generated: np.ndarray, reference: np.ndarray, rng: np.random.Generator,
               resamples: int = 2000) -> tuple[float, float]:
     """95% percentile bootstrap interval of mean(generated) / mean(reference), resampling queries."""
-    if len(generated) < 2:
-        ratio = float(generated.mean() / reference.mean())
-        return ratio, ratio
+    if len(generated) < 2:  # no interval over one query (never a zero-width one)
+        return float("nan"), float("nan")
     draws = rng.integers(0, len(generated), size=(resamples, len(generated)))
     denominators = reference[draws].mean(axis=1)
     ratios = generated[draws].mean(axis=1)[denominators > 0] / denominators[denominators > 0]

@@ -65,3 +65,14 @@ class WrongColumnsPlugin(Plugin):
 
     def score(self, pairs, ctx):
         return [{"x": 1.0} for _ in pairs]
+
+
+class DroppingPlugin(Plugin):
+    """Scores the generated pairs but returns nothing for the shuffled ones: a shortfall."""
+
+    name = "dropping"
+    description = "leaves the shuffled pairs out"
+    metrics = {"x": Metric("declared")}
+
+    def score(self, pairs, ctx):
+        return [pair.record(x=1.0) for pair in pairs if pair.pairing != "shuffled"]

@@ -140,7 +140,7 @@ def _coordinates(paths: list[Path]) -> tuple[np.ndarray, list[Path]]:
 
 def _folder_info(name: str, folder: Path, labels: bool, decode: bool,
                  progress: bool) -> tuple[FolderInfo, np.ndarray | None]:
-    paths = list_images(folder)
+    paths = list_images(folder, warn=False)  # unreadable folders go in the table below
     list_file = images_list_file(folder)
     info = FolderInfo(name=name, path=folder, images=len(paths),
                       list_file=list_file if list_file.is_file() else None)
@@ -150,6 +150,7 @@ def _folder_info(name: str, folder: Path, labels: bool, decode: bool,
         info.unreadable = check_images(paths, progress=progress, desc=f"{name}: decoding")
     else:
         info.unreadable = [(p, h) for p, h in zip(paths, headers) if isinstance(h, str)]
+    info.unreadable = list(paths.unreadable_folders) + info.unreadable  # counted and named like a file
     utm = None
     if labels:
         utm, missing = _coordinates(paths)
@@ -196,5 +197,6 @@ def dataset_info(folder: str | Path, radius: float = 25.0, labels: bool = True, 
             result.queries_without_positives = sum(len(p) == 0 for p in positives)
     elif "database" in names or "queries" in names:
         result.positives_note = "not computed (a test set needs both database/ and queries/)"
-    result.duplicates = find_duplicates({name: list_images(path) for name, path in targets}, progress=progress)
+    result.duplicates = find_duplicates({name: list_images(path, warn=False) for name, path in targets},
+                                        progress=progress)
     return result

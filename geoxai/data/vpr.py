@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -179,10 +180,37 @@ def _read_list_file(folder: Path, list_file: Path) -> list[Path]:
     return paths
 
 
-def _walk_images(folder: Path) -> list[Path]:
-    """Image files at any depth; hidden files and folders (``.x``, partial writes) are skipped."""
-    found, seen = [], set()
-    for root, dirs, files in os.walk(folder, followlinks=True):
+class ImageList(list):
+    """Image paths (a ``list[Path]``) with the folders under them that could not be read.
+
+    ``unreadable_folders`` holds (folder, reason) like the (file, reason) of an unreadable image:
+    os.walk alone would skip such a folder without a word, and its images would silently be missing.
+    """
+
+    def __init__(self, paths: Sequence[Path] = (), unreadable_folders: Sequence[tuple[Path, str]] = ()) -> None:
+        super().__init__(paths)
+        self.unreadable_folders: list[tuple[Path, str]] = list(unreadable_folders)
+
+
+def folder_error(exc: OSError) -> str:
+    """Why a folder cannot be read, phrased like an unreadable image's reason (with the fix)."""
+    cause = exc.strerror or type(exc).__name__
+    return f"unreadable folder ({cause}); its images are not listed: fix its permissions or the disk"
+
+
+def _walk_images(folder: Path) -> ImageList:
+    """Image files at any depth; hidden files and folders (``.x``, partial writes) are skipped, and
+    folders that cannot be read (permissions, I/O errors) are collected with the reason."""
+    found, seen, unreadable = [], set(), []
+
+    def failed(exc: OSError) -> None:
+        where = Path(exc.filename) if exc.filename else folder
+        if where == folder:  # the folder asked for itself: nothing at all can be listed
+            raise GeoxaiError(f"{folder}: cannot read this folder ({exc.strerror or type(exc).__name__}); "
+                              "fix its permissions") from None
+        unreadable.append((where, folder_error(exc)))
+
+    for root, dirs, files in os.walk(folder, followlinks=True, onerror=failed):
         real = os.path.realpath(root)
         if real in seen:  # a symlink loop
             dirs[:] = []
@@ -193,13 +221,16 @@ def _walk_images(folder: Path) -> list[Path]:
             Path(root, f) for f in files
             if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES
         )
-    return sorted(found)
+    return ImageList(sorted(found), sorted(unreadable))
 
 
-def list_images(folder: str | Path) -> list[Path]:
+def list_images(folder: str | Path, warn: bool = True) -> ImageList:
     """Image paths under ``folder``, sorted; or, when it exists, the list in ``<folder>_images_paths.txt``.
 
-    A list file keeps its own order (so indices match other tools reading the same list).
+    A list file keeps its own order (so indices match other tools reading the same list). Folders
+    that cannot be read are in ``.unreadable_folders`` and said in one warning (every command lists
+    images through here, so none skips them silently); ``warn=False`` for a caller that counts them
+    with its unreadable images instead.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -207,10 +238,16 @@ def list_images(folder: str | Path) -> list[Path]:
         raise GeoxaiError(f"{folder}: {what}; give a folder of .jpg/.jpeg/.png images")
     list_file = images_list_file(folder)
     if list_file.is_file():
-        return _read_list_file(folder, list_file)
+        return ImageList(_read_list_file(folder, list_file))
     paths = _walk_images(folder)
+    if paths.unreadable_folders and warn:
+        first, reason = paths.unreadable_folders[0]
+        warnings.warn(f"{folder}: {len(paths.unreadable_folders)} folder(s) cannot be read, their images are left "
+                      f"out; first {first}: {reason}", stacklevel=2)
     if not paths:
-        raise GeoxaiError(f"no .jpg/.jpeg/.png images under {folder}")
+        raise GeoxaiError(f"no .jpg/.jpeg/.png images under {folder}"
+                          + (f" that could be read ({len(paths.unreadable_folders)} unreadable folder(s))"
+                             if paths.unreadable_folders else ""))
     return paths
 
 
@@ -253,8 +290,9 @@ class VPRTestSet:
             raise GeoxaiError(f"--radius {radius}: must be a distance in metres >= 0")
         self.labels = labels
         self.radius = float(radius)
-        self.database_paths: list[Path] = list_images(self.folder / "database")
-        self.queries_paths: list[Path] = list_images(self.folder / "queries")
+        # unreadable folders: in .unreadable_folders of each list, counted by the caller (retrieve)
+        self.database_paths: ImageList = list_images(self.folder / "database", warn=False)
+        self.queries_paths: ImageList = list_images(self.folder / "queries", warn=False)
         self.database_utm: np.ndarray | None = utm_coordinates(self.database_paths) if labels else None
         self.queries_utm: np.ndarray | None = utm_coordinates(self.queries_paths) if labels else None
         self._positives: dict[float, list[np.ndarray]] = {}

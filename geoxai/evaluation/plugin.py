@@ -8,6 +8,10 @@ real photo of its place, what a real re-visit changes) and returns one record pe
     pair.record(cosine=0.83, recall@1=100.0)                 # metric -> value
     pair.record(delta_L=Skip("image too dark"))              # an explicit skip, with its reason
 
+Every pair given needs a record (a value or a ``Skip``); a plugin that leaves pairs out fails,
+with an error naming how many pairs of which pairing are missing. Extra records (per-original rows
+with sample -1, an analytic ``chance`` pairing) are allowed.
+
 The runner turns records into the long format (``query_id, sample, plugin, metric, value,
 pairing, skip_reason``), refuses malformed ones with the plugin's name, and ``summarize`` turns
 them into table rows (default: per query the mean over samples, then mean and 95% bootstrap CI
@@ -98,7 +102,8 @@ class Plugin:
     segmentation_classes: ClassVar[tuple[int, ...]] = ()  # canonical ids the segmenter must express
 
     def score(self, pairs: list[Pair], ctx: EvaluationContext) -> Iterable[Mapping[str, Any]]:
-        """One record per pair (``pair.record(metric=value, ...)``)."""
+        """One record per pair (``pair.record(metric=value, ...)``), none left out: ``Skip(reason)``
+        for a value that cannot be computed."""
         raise NotImplementedError
 
     def summarize(self, records: pd.DataFrame, ctx: EvaluationContext) -> pd.DataFrame:

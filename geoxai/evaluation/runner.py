@@ -38,6 +38,7 @@ from geoxai.errors import GeoxaiError
 from geoxai.evaluation.context import Database, EvaluationContext, merge_notices
 from geoxai.evaluation.pairs import build_pairs
 from geoxai.evaluation.plugin import PAIRINGS, Pair, Plugin, PluginOutcome, check_plugin_class, to_long_records
+from geoxai.evaluation.statistics import ONE_QUERY
 
 FORMAT = "geoxai.evaluation/1"
 STATE_FILE, RESULTS_FILE = "evaluation.json", "results.json"
@@ -141,12 +142,17 @@ def _write_frame(path: Path, frame: pd.DataFrame, parquet: bool = False) -> None
             frame.to_csv(tmp, index=False)
 
 
-def _open_database(folder: str | Path, radius: float, needs_labels: bool) -> Database:
+def _open_database(folder: str | Path, radius: float, needs_labels: bool,
+                   unreadable_folders: list[tuple[Path, str]] | None = None) -> Database:
+    """The database; folders under it that cannot be read are added to ``unreadable_folders``."""
     from geoxai.data.vpr import list_images, name_utm
 
     folder = Path(folder)
     images_folder = folder / "database" if (folder / "database").is_dir() else folder
-    paths = [p.resolve() for p in list_images(images_folder)]
+    listed = list_images(images_folder, warn=False)  # unreadable folders: errors.csv and a notice
+    if unreadable_folders is not None:
+        unreadable_folders.extend(listed.unreadable_folders)
+    paths = [p.resolve() for p in listed]
     utm = [name_utm(p) for p in paths]
     if any(u is None for u in utm):
         if needs_labels:
@@ -155,6 +161,20 @@ def _open_database(folder: str | Path, radius: float, needs_labels: bool) -> Dat
                               "them (25 m positives); name images @east@north@...@.jpg")
         return Database(paths, None, radius)
     return Database(paths, np.asarray(utm, dtype=np.float64), radius)
+
+
+def _unreadable_folder(path: Path) -> str | None:
+    """Why the folder of an image the run lists but that is not there cannot be read (None: it can,
+    or it does not exist, so the image does not either)."""
+    from geoxai.data.vpr import folder_error
+
+    try:
+        with os.scandir(path.parent):
+            return None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # permissions, an I/O error: the image may well be there
+        return folder_error(exc)
 
 
 def _plugin_needs_labels(plugin: type[Plugin]) -> bool:
@@ -240,7 +260,9 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
     manifest = reader.manifest(absolute=True)
     if manifest.empty:
         raise GeoxaiError(f"{run_root}: the run lists no (existing) image; nothing to evaluate")
-    errors: list[dict] = [_error_row("", "image", f"listed image does not exist: {path}") for path in reader.missing]
+    hidden = {Path(path): _unreadable_folder(Path(path)) for path in reader.missing}  # path -> folder's problem
+    errors: list[dict] = [_error_row("", "image", f"{path}: in {path.parent}: {why}" if why else
+                                     f"listed image does not exist: {path}") for path, why in hidden.items()]
 
     # plugins: unknown names stop here (a user mistake); a plugin that fails to import is isolated
     classes: dict[str, type[Plugin]] = {}
@@ -264,9 +286,10 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
         if "database" in cls.needs and database is None:
             raise GeoxaiError(f"plugin {cls.name} needs --database DIR (database images named by UTM, e.g. "
                               "worlds/synthcity/database): generations are retrieved against it")
-    db = None
+    db, db_folders = None, []
     if database is not None:
-        db = _open_database(database, radius, any(_plugin_needs_labels(c) for c in classes.values()))
+        db = _open_database(database, radius, any(_plugin_needs_labels(c) for c in classes.values()), db_folders)
+        errors += [_error_row("", "image", f"{path}: {why}") for path, why in db_folders]
     outcomes_note = ""
     if (db is None or db.utm is None) and any("reference" in cls.pairings for cls in classes.values()):
         reason = "no --database" if db is None else "database names without UTM coordinates"
@@ -318,7 +341,7 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
              "seed": int(seed), "radius": float(radius)}
     state_path = out / STATE_FILE
     if state_path.is_file():
-        old = json.loads(state_path.read_text())
+        old = _read_state(state_path, out)
         if old.get("run_identity") != state["run_identity"]:
             raise GeoxaiError(f"--out {out} holds an evaluation of another run ({old.get('run')}); use a new --out "
                               "for this run")
@@ -391,14 +414,27 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
         ctx.notice(line)
     if outcomes_note:
         ctx.notice(outcomes_note)
-    if reader.missing:
-        ctx.notice(f"{len(reader.missing)} image(s) listed in the manifest do not exist; their pairs are skipped "
-                   "(errors.csv)")
+    in_hidden = [path for path, why in hidden.items() if why]
+    if len(in_hidden) < len(hidden):
+        ctx.notice(f"{len(hidden) - len(in_hidden)} image(s) listed in the manifest do not exist; their pairs are "
+                   "skipped (errors.csv)")
+    if in_hidden:
+        folders = sorted({path.parent for path in in_hidden})
+        ctx.notice(f"{len(in_hidden)} image(s) listed in the manifest are in {len(folders)} unreadable folder(s), "
+                   f"first {folders[0]}; their pairs are skipped (errors.csv)")
     if unreadable:
         ctx.notice(f"{len(unreadable)} unreadable image(s) skipped with every pair that uses them (errors.csv)")
+    if db_folders:
+        ctx.notice(f"{len(db_folders)} unreadable database folder(s): their images are left out of retrieval and "
+                   f"the reference pairing (errors.csv); first {db_folders[0][0]}: {db_folders[0][1]}")
+    if manifest["query_id"].nunique() == 1 and any("shuffled" in cls.pairings for cls in classes.values()):
+        ctx.notice(f"{ONE_QUERY}: the shuffled pairing compares with another query's generation, and a "
+                   "confidence interval needs two queries or more (none is shown)")
 
-    # plugins, one by one, each isolated
+    # plugins, one by one, each isolated (saved records that cannot be read are set aside first)
     plugin_dir = make_folder(out / "plugins")
+    for notice in _set_aside_damaged_plugins(plugin_dir, set(classes)):
+        ctx.notice(notice)
     for name, cls in classes.items():
         outcomes[name] = _run_plugin(cls, pairs, ctx, plugin_dir, state, errors)
 
@@ -512,14 +548,82 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def _read_state(path: Path, out: Path) -> dict[str, Any]:
+    """evaluation.json of an existing EVAL folder; damaged, it cannot say which run the folder holds."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise GeoxaiError(f"--out {out}: {path.name} is damaged ({reason}), so this folder's evaluation cannot be "
+                          "resumed; use a new --out, or delete the folder to evaluate again") from None
+    if not isinstance(state, dict) or not str(state.get("format", "")).startswith("geoxai.evaluation/"):
+        raise GeoxaiError(f"--out {out}: {path.name} is not an evaluation state file; use a new --out, or delete "
+                          "the folder to evaluate again")
+    return state
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _plugin_files(folder: Path, name: str) -> tuple[Path, Path, Path]:
+    """A finished plugin's saved files in ``plugins/``: records, summary rows, info."""
+    return folder / f"{name}.parquet", folder / f"{name}.summary.csv", folder / f"{name}.json"
+
+
+def _plugin_state_problem(folder: Path, name: str) -> str | None:
+    """Why a plugin's saved files in ``plugins/`` cannot be reused (None: they can, or there are none)."""
+    from geoxai.evaluation.plugin import RECORD_COLUMNS
+
+    records_path, summary_path, info_path = _plugin_files(folder, name)
+    reading = info_path
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        if not isinstance(info, dict) or info.get("name") != name:
+            return f"{info_path.name} does not describe plugin {name}"
+        for file_name, digest in (info.get("sha256") or {}).items():  # written by every finished plugin
+            reading = folder / str(file_name)
+            if _sha256(reading) != digest:
+                return f"{file_name} changed since it was written"
+        if records_path.is_file() or summary_path.is_file():
+            reading = records_path
+            if not set(RECORD_COLUMNS) <= set(pd.read_parquet(records_path).columns):
+                return f"{records_path.name} lacks record columns"
+            reading = summary_path
+            if not set(SUMMARY_COLUMNS) <= set(pd.read_csv(summary_path).columns):
+                return f"{summary_path.name} lacks summary columns"
+    except (OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:  # json, pyarrow, pandas
+        return f"{reading.name}: {' '.join(str(exc).split())[:160] or type(exc).__name__}"
+    return None
+
+
+def _set_aside_damaged_plugins(folder: Path, running: set[str]) -> list[str]:
+    """Set aside every plugin's saved files that cannot be read, one notice each: a plugin run now
+    scores again, another is left out of the folder's tables until it is run again."""
+    from geoxai.files import set_aside
+
+    notices = []
+    for info_path in sorted(folder.glob("*.json")):
+        name = info_path.stem
+        problem = _plugin_state_problem(folder, name)
+        if problem is None:
+            continue
+        moved = [set_aside(path).name for path in _plugin_files(folder, name) if path.exists()]
+        then = "it is scored again now" if name in running else f"run it again with --plugins {name}"
+        notices.append(f"plugin {name}: its saved results in {folder} are damaged ({problem}); set aside as "
+                       f"{', '.join(moved)}; {then}")
+    return notices
+
+
 def _run_plugin(cls: type[Plugin], pairs: dict[str, list[Pair]], ctx: EvaluationContext, folder: Path,
                 state: Mapping[str, Any], errors: list[dict]) -> PluginOutcome:
     """Score one plugin (or reuse its finished records in this folder); failures are recorded, not raised."""
     from geoxai.files import atomic_write_text
 
     info = cls.info()
-    records_path, summary_path, info_path = (folder / f"{cls.name}.parquet", folder / f"{cls.name}.summary.csv",
-                                             folder / f"{cls.name}.json")
+    records_path, summary_path, info_path = _plugin_files(folder, cls.name)
     if info_path.is_file() and records_path.is_file() and summary_path.is_file():
         done = json.loads(info_path.read_text())
         if done.get("version") == info["version"] and done.get("status") == "ok":
@@ -529,6 +633,7 @@ def _run_plugin(cls: type[Plugin], pairs: dict[str, list[Pair]], ctx: Evaluation
         plugin = cls()
         given = [pair for pairing in cls.pairings for pair in pairs.get(pairing, [])]
         records = to_long_records(cls, plugin.score(given, ctx))
+        _check_every_pair_scored(cls, given, records)
         summary = plugin.summarize(records, ctx)
         summary = _checked_summary(cls, summary)
     except Exception as exc:  # isolation: one plugin's failure never stops the others
@@ -539,9 +644,30 @@ def _run_plugin(cls: type[Plugin], pairs: dict[str, list[Pair]], ctx: Evaluation
     _write_frame(summary_path, summary)
     seconds = time.time() - started
     done = {**info, "status": "ok", "records": int(len(records)), "seconds": round(seconds, 2),
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "sha256": {path.name: _sha256(path) for path in (records_path, summary_path)}}
     atomic_write_text(info_path, json.dumps(done, indent=1))
     return PluginOutcome(cls.name, "ok", records=len(records), seconds=seconds, info=done)
+
+
+def _check_every_pair_scored(cls: type[Plugin], given: list[Pair], records: pd.DataFrame) -> None:
+    """Refuse records that leave pairs out: a missing pair would silently shrink a mean and its CI.
+
+    Every pair given needs a record (a value or a ``Skip`` with its reason); extra records, such as
+    per-original rows with sample -1 or an analytic ``chance`` level, are the plugin's to add.
+    """
+    scored = set(zip(records["query_id"].astype(str), records["sample"].astype(int), records["pairing"]))
+    missing: dict[str, list[Pair]] = {}
+    for pair in given:
+        if (str(pair.query_id), int(pair.sample), pair.pairing) not in scored:
+            missing.setdefault(pair.pairing, []).append(pair)
+    if missing:
+        counts = "; ".join(f"{len(pairs)} of {sum(p.pairing == pairing for p in given)} {pairing} pairs"
+                           for pairing, pairs in missing.items())
+        first = next(iter(missing.values()))[0]
+        raise GeoxaiError(f"plugin {cls.name}: no record for {counts} (e.g. query {first.query_id} sample "
+                          f"{first.sample}); score() must return one record per pair it is given, "
+                          "with Skip(reason) for a value it cannot compute")
 
 
 def _checked_summary(cls: type[Plugin], summary: pd.DataFrame) -> pd.DataFrame:
@@ -559,6 +685,9 @@ def _checked_summary(cls: type[Plugin], summary: pd.DataFrame) -> pd.DataFrame:
     summary = summary.assign(_m=summary["metric"].map(order).fillna(len(order)),
                              _p=summary["pairing"].map(pairing_order).fillna(len(pairing_order)))
     summary = summary.sort_values(["_m", "metric", "_p"], kind="stable")
+    # an interval over fewer than two queries is no interval: shown as none, never as zero width
+    few = pd.to_numeric(summary["n_queries"], errors="coerce") < 2
+    summary.loc[few, ["ci_low", "ci_high"]] = float("nan")
     return summary[list(SUMMARY_COLUMNS)].reset_index(drop=True)
 
 

@@ -14,19 +14,21 @@ import pandas as pd
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000
+ONE_QUERY = "no chance baseline: one query"  # said wherever an evaluation of one query is shown
 
 
 def bootstrap_ci(values: Sequence[float] | np.ndarray, seed: int = 0, resamples: int = RESAMPLES,
                  confidence: float = CONFIDENCE, statistic=np.mean) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic`` over ``values`` (NaNs dropped), seeded.
 
-    One value or constant values give a zero-width interval at that value; no value gives NaNs.
+    Constant values give a zero-width interval at that value; fewer than two values give NaNs: an
+    interval over one query says nothing about the next, so none is shown rather than a zero-width one.
     """
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
-    if len(values) == 0:
+    if len(values) < 2:
         return float("nan"), float("nan")
-    if len(values) < 2 or np.ptp(values) == 0:
+    if np.ptp(values) == 0:
         point = float(statistic(values))
         return point, point
     rng = np.random.default_rng(seed)

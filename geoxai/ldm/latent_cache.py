@@ -86,12 +86,69 @@ def _is_complete(folder: Path, key: str) -> bool:
         return False
 
 
+def _open_array(folder: Path, name: str, rows: int, shape: Sequence[int] | None = None) -> np.ndarray:
+    """One cached array, memory-mapped, checked against what the cache declares: a file that is
+    truncated, not an npy, of objects, of another dtype or shape is a ``_DamagedCache``."""
+    path = folder / f"{name}.npy"
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError, TypeError) as exc:  # what numpy raises for a damaged file
+        raise _DamagedCache(f"{path.name} unreadable ({' '.join(str(exc).split())[:120] or type(exc).__name__})") \
+            from None
+    expected = _DTYPES.get(name)
+    if not isinstance(array, np.ndarray) or expected is None or array.dtype != np.dtype(expected):
+        raise _DamagedCache(f"{path.name} holds {getattr(array, 'dtype', type(array).__name__)}, not {np.dtype(expected)}")
+    if array.ndim < 2 or array.shape[0] != rows or (shape is not None and list(array.shape) != list(shape)):
+        raise _DamagedCache(f"{path.name} has shape {tuple(array.shape)}, the cache declares "
+                            f"{tuple(shape) if shape is not None else (rows, '...')}")
+    return array
+
+
+def _meta_key(folder: Path) -> str | None:
+    """The key a cache folder's meta.json names (None: no readable one)."""
+    try:
+        key = json.loads((folder / "meta.json").read_text())["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return key if isinstance(key, str) else None
+
+
+def _cache_problem(folder: Path) -> str | None:
+    """Why a finished cache folder cannot be trusted (None: every file agrees with meta.json)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        rows = int(meta["images"])
+        for name in meta["arrays"]:
+            _open_array(folder, name, rows, meta["shapes"][name])
+        if not {"moments", "descriptors"} <= set(meta["arrays"]):
+            return "meta.json lists no moments or descriptors"
+        index = pd.read_csv(folder / "index.csv", dtype=str, keep_default_na=False)
+        pd.read_csv(folder / "skipped.csv", dtype=str, keep_default_na=False)
+        if "path" not in index.columns or len(index) != rows:
+            return f"index.csv lists {len(index)} images, meta.json {rows}"
+    except _DamagedCache as exc:
+        return str(exc)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # json, pandas: a damaged meta.json or csv
+        return " ".join(str(exc).split())[:160] or type(exc).__name__
+    return None
+
+
+class _DamagedCache(Exception):
+    """A cache file that disagrees with meta.json (why in the message)."""
+
+
 def _read_progress(partial: Path, key: str) -> dict[str, Any] | None:
-    """The saved state of an interrupted build of the same key, or None."""
+    """The saved state of an interrupted build of the same key, or None (its arrays checked like a
+    finished cache's: a damaged one is said, and the build starts over)."""
     try:
         state = json.loads((partial / "progress.json").read_text())
         usable = state["key"] == key and all((partial / f"{n}.npy").is_file() for n in state["shapes"])
-    except (OSError, ValueError, KeyError, TypeError):
+        for name, shape in state["shapes"].items() if usable else ():
+            _open_array(partial, name, int(shape[0]), shape)
+    except _DamagedCache as exc:
+        print(f"latent cache: the interrupted build in {partial} is damaged ({exc}); starting it over", flush=True)
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return state if usable else None
 
@@ -130,7 +187,7 @@ def build_latent_cache(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / key[:16]
-    if _is_complete(final, key):
+    if _is_complete(final, key) and _cache_problem(final) is None:
         return LatentCache.open(final, image_root=image_root)
     lock = FileLock(str(root / f".{key[:16]}.lock"))
     try:
@@ -140,9 +197,16 @@ def build_latent_cache(
             print(f"latent cache: waiting for another process building {final}", flush=True)
         lock.acquire()
     try:
+        problem = _cache_problem(final) if final.exists() else None
+        if final.exists() and _meta_key(final) not in (None, key):  # same 16-character prefix, another key
+            shutil.rmtree(final)
+        elif final.exists() and (problem is not None or not _is_complete(final, key)):
+            from geoxai.files import set_aside
+
+            moved = set_aside(final)  # said once: set aside, and this build replaces it
+            print(f"latent cache: {final} is damaged ({problem or 'incomplete'}); set aside as {moved.name}, "
+                  "building it again", flush=True)
         if not _is_complete(final, key):
-            if final.exists():  # same 16-character prefix but another key, or damaged by hand
-                shutil.rmtree(final)
             partial = root / f".{key[:16]}.partial"
             parts = dict(format_version=FORMAT_VERSION, autoencoder_id=autoencoder_id,
                          embedder_id=embedder_id, image_size=int(image_size), flip=bool(flip),
@@ -271,7 +335,7 @@ class LatentCache:
         self.folder, self.meta, self.image_root = folder, meta, image_root
         self.key: str = meta["key"]
         self.flip: bool = bool(meta["flip"])
-        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in meta["arrays"]}
+        arrays = {name: _open_array(folder, name, int(meta["images"]), meta["shapes"][name]) for name in meta["arrays"]}
         self.moments: np.ndarray = arrays["moments"]
         self.descriptors: np.ndarray = arrays["descriptors"]
         self.flipped_moments: np.ndarray | None = arrays.get("flipped_moments")
@@ -292,6 +356,10 @@ class LatentCache:
         except (OSError, ValueError):
             raise GeoxaiError(f"{folder}: not a finished latent cache (no readable meta.json); "
                               "build it with build_latent_cache") from None
+        problem = _cache_problem(folder)
+        if problem is not None:
+            raise GeoxaiError(f"latent cache {folder} is damaged ({problem}); delete it, and training builds it "
+                              "again")
         return cls(folder, meta, Path(image_root if image_root is not None else meta["image_root"]))
 
     def __len__(self) -> int:
@@ -332,7 +400,11 @@ class LatentDataset(Dataset):
             names = ["moments", "descriptors"]
             if self.flip_probability > 0:
                 names += ["flipped_moments", "flipped_descriptors"]
-            self._arrays = {n: np.load(self.folder / f"{n}.npy", mmap_mode="r") for n in names}
+            try:  # checked again in each worker: a file changed since the cache was opened is never read
+                self._arrays = {n: _open_array(self.folder, n, self.length) for n in names}
+            except _DamagedCache as exc:
+                raise GeoxaiError(f"latent cache {self.folder} is damaged ({exc}); delete it, and training "
+                                  "builds it again") from None
         return self._arrays
 
     def __len__(self) -> int:

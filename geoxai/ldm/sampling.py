@@ -137,7 +137,8 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
     if not (out / RUN_FILE).is_file():
         writable_folder(out, "--out", create=False)  # a new run: prove it can be written before any work
     torch_device = resolve_device(device)
-    items = plan_queries(list_images(queries), queries)[:limit]
+    listed = list_images(queries, warn=False)  # unreadable folders are said with unreadable queries
+    items = plan_queries(listed, queries)[:limit]
     without_utm = [item for item in items if math.isnan(item.utm_east)]
 
     components = load_components(checkpoint, map_location="cpu")
@@ -181,7 +182,7 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
         found = embed_files(embedder, [item.query_path for item in wanted], batch_size=batch_size,
                             device=torch_device, progress=progress, desc="embedding queries")
         embedder.cpu()
-        skipped = found.skipped
+        skipped = [(path, f"{path}: {reason}") for path, reason in listed.unreadable_folders] + found.skipped
         descriptors = {item.query_id: torch.from_numpy(row) for item, row in zip(wanted, found.array)
                        if not np.isnan(row).any()}
         _notify(skipped, without_utm, found.reshaped.notices("queries"))
@@ -293,7 +294,7 @@ def _notify(skipped: list[tuple[Path, str]], without_utm: list[Any], reshaped: l
     """Say on stderr, once per run, what was skipped or will not be scorable (never silently)."""
     lines = []
     if skipped:
-        lines.append(f"skipped {len(skipped)} unreadable query image(s), first: {skipped[0][1]}")
+        lines.append(f"skipped {len(skipped)} unreadable query image(s) or folder(s), first: {skipped[0][1]}")
     if without_utm:
         lines.append(f"{len(without_utm)} query name(s) carry no UTM coordinates (e.g. {without_utm[0].query_path.name}): "
                      "their manifest rows have empty utm_east/utm_north, so recall cannot be scored for them")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from geoxai.evaluation.statistics import ONE_QUERY
 from geoxai.report.evaluations import PAIRINGS, Evaluation
 
 BASELINE_PAIRINGS = ("generated", "shuffled", "reference")  # always shown; "chance" only when measured
@@ -303,6 +304,12 @@ def _skip_notes(evaluations: Sequence[Evaluation], plugin: str) -> list[str]:
     return notes
 
 
+def _one_query_notes(evaluations: Sequence[Evaluation]) -> list[str]:
+    """Evaluations of a single query: no shuffled pairing (it needs another query) and no CI."""
+    return [f"{e.label}: {ONE_QUERY} (no shuffled pairing and no confidence interval)"
+            for e in evaluations if e.run.get("queries") == 1]
+
+
 HEADLINE_METRICS = 2
 
 
@@ -342,8 +349,8 @@ def metric_tables(evaluations: Sequence[Evaluation]) -> tuple[Table, list[Table]
                                                                 "the per-plugin tables)",
         display=_long_cells(evaluations, data, headline, TEXT),
         latex_frame=_long_cells(evaluations, data, headline, LATEX),
-        data=data, definitions={k: v for k, v in definitions.items()
-                                if tuple(k.split(" · ", 1)) in set(headline)})
+        data=data, notes=_one_query_notes(evaluations),
+        definitions={k: v for k, v in definitions.items() if tuple(k.split(" · ", 1)) in set(headline)})
     per_plugin = []
     for plugin in plugins:
         columns = [(p, m) for p, m in pairs if p == plugin]
@@ -363,7 +370,8 @@ def metric_tables(evaluations: Sequence[Evaluation]) -> tuple[Table, list[Table]
         per_plugin.append(Table(
             name=plugin, title=f"Plugin {plugin}" + (f" — {description}" if description else ""),
             caption=CELL_CAPTION + "; queries = queries with a generated value",
-            display=display, latex_frame=latex, data=plugin_data, notes=_skip_notes(evaluations, plugin),
+            display=display, latex_frame=latex, data=plugin_data,
+            notes=_one_query_notes(evaluations) + _skip_notes(evaluations, plugin),
             definitions={m: d for k, d in definitions.items() for p, m in [k.split(" · ", 1)] if p == plugin}))
     return summary, per_plugin
 
