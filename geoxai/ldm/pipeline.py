@@ -27,6 +27,7 @@ generated in, nor on the device the noise was drawn for.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -38,7 +39,7 @@ from torchvision.transforms.functional import to_pil_image
 from tqdm.auto import tqdm
 
 from geoxai.devices import autocast, resolve_device
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, setting
 
 SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
     "dpm++": (DPMSolverMultistepScheduler, dict(
@@ -55,6 +56,11 @@ SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
 # The noise-schedule keys shared with training; everything else comes from SAMPLERS.
 _SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
                   "prediction_type")
+
+
+class NonFiniteGeneration(GeoxaiError):
+    """A batch whose latents or images hold NaN or infinities: stopped before anything is returned,
+    so a NaN never becomes a run of black images."""
 
 
 def build_scheduler(sampler: str, noise_scheduler_config: dict[str, Any]) -> SchedulerMixin:
@@ -182,6 +188,9 @@ class DescriptorDiffusionPipeline:
         """
         if output not in ("pt", "pil"):
             raise ValueError(f"output must be 'pt' or 'pil' (got {output!r})")
+        if not math.isfinite(guidance):
+            raise GeoxaiError(f"{setting('guidance')} {guidance}: must be a finite number (1 is the plain "
+                              "conditional model)")
         device = self.device
         descriptors = descriptors.to(device=device, dtype=torch.float32)
         batch = descriptors.shape[0]
@@ -200,9 +209,18 @@ class DescriptorDiffusionPipeline:
             # The solver update stays in float32 (bf16 rounding compounds over the steps).
             latents = self.scheduler.step(noise.float(), t, latents, generator=generators).prev_sample
 
+        if not torch.isfinite(latents).all():  # one check per batch, not per step (each is a device sync)
+            raise NonFiniteGeneration(
+                f"generation gave NaN or infinite latents ({setting('guidance')} {guidance}, "
+                f"{num_inference_steps} steps): the model's weights or its noise schedule (diffusion.* in its "
+                "training config) hold non-finite values; check the checkpoint")
         with autocast(device):
             images = self.decode_latents(latents)
         images = images.float().cpu()
+        if not torch.isfinite(images).all():
+            raise NonFiniteGeneration("the autoencoder decoded NaN or infinite pixels from finite latents: its "
+                                      "weights (autoencoder.path in the training config) or the latent scale "
+                                      f"factor ({self.scale_factor}) are not finite or not usable")
         if output == "pil":
             return [to_pil_image(image) for image in images.mul(255).round().to(torch.uint8)]
         return images
