@@ -118,6 +118,7 @@ class Number:
     text: str | None = None  # a pattern of text also accepted, e.g. a duration DD:HH:MM:SS
     text_hint: str = ""  # how that text is described in errors
     each: bool = False  # the value is a list and the rule applies to every item
+    or_list: Number | None = None  # a list is also accepted, each item under this rule (device indices)
 
     def describe(self) -> str:
         """``a whole number >= 1``, ``a number > 0 and <= 1``, ... for the error's "give ..." part."""
@@ -132,6 +133,8 @@ class Number:
         text += "".join(f" or {value} ({meaning})" for value, meaning in self.special)
         if self.text_hint:
             text += f" or {self.text_hint}"
+        if self.or_list is not None:
+            text += " or " + self.or_list.describe().replace("a ", "a list of ", 1).replace("number", "numbers", 1)
         return text + (" or null" if self.optional else "")
 
     def problem(self, value: Any) -> str | None:
@@ -177,7 +180,10 @@ def check_values(config: Mapping[str, Any], rules: Mapping[str, Number]) -> None
             node = node[part]
         else:
             items = [(key, node)]
-            if rule.each:
+            if rule.or_list is not None and isinstance(node, (list, tuple)):
+                rule = rule.or_list
+                items = [(f"{key}[{i}]", item) for i, item in enumerate(node)]
+            elif rule.each:
                 if not isinstance(node, (list, tuple)):
                     raise GeoxaiError(f"{config_key(key)}: {_shown(node)} is not a list; give {rule.describe()}")
                 items = [(f"{key}[{i}]", item) for i, item in enumerate(node)]

@@ -41,6 +41,8 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 }
 # Numeric trainer settings, checked by every stage before work starts (geoxai.config.check_values).
 TRAINER_RULES: dict[str, Number] = {
+    "trainer.devices": Number(low=1, whole=True, special=((-1, "every device"),), text=r"auto|\d+(\s*,\s*\d+)*,?",
+                              text_hint='auto or indices like "0,1"', or_list=Number(low=0, whole=True)),
     "trainer.num_nodes": COUNT,
     "trainer.max_steps": Number(low=1, whole=True, special=((-1, "no limit"),)),
     "trainer.max_epochs": Number(low=1, whole=True, optional=True, special=((-1, "no limit"),)),

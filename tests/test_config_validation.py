@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,19 @@ def test_the_trainer_section_is_checked_where_the_trainer_is_built():
 
 
 def _search(pattern: str, text: str) -> bool:
-    import re
-
     return re.search(pattern, text) is not None
+
+
+@pytest.mark.parametrize("devices, problem", [
+    ("auto", None), (2, None), (-1, None), ("0,1", None), ([0, 1], None),
+    (0, "is too small"), ([0, -1], "is negative"), ("gpu", "is text, not a number"), (math.nan, "is not a number (NaN)"),
+])
+def test_trainer_devices_take_lightnings_forms(devices, problem):
+    from geoxai.trainer import TRAINER_DEFAULTS, TRAINER_RULES
+
+    config = {"trainer": {**TRAINER_DEFAULTS, "devices": devices}}
+    if problem is None:
+        check_values(config, TRAINER_RULES)
+    else:
+        with pytest.raises(GeoxaiError, match=re.escape(problem)):
+            check_values(config, TRAINER_RULES)

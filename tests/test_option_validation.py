@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from tiny_models import make_checkpoint, save_tiny_vae, write_queries
 
 from geoxai.cli import MIN_WORLD_SIZE, cli
 from geoxai.errors import GeoxaiError
-
-from tiny_models import make_checkpoint, save_tiny_vae, write_queries
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -175,3 +174,21 @@ def test_the_pipeline_refuses_a_non_finite_guidance(checkpoint):
     pipeline = DescriptorDiffusionPipeline.from_components(components, load_autoencoder(components.config["autoencoder"]))
     with pytest.raises(GeoxaiError, match="--guidance nan: must be a finite number"):
         pipeline(torch.ones(1, components.context_dim), num_inference_steps=2, guidance=float("nan"))
+
+
+def test_pretrained_build_refuses_a_guidance_sample_would_refuse(tmp_path):
+    from geoxai.pretrained.build import build
+
+    with pytest.raises(GeoxaiError, match="^--guidance nan: must be a finite number >= 0"):
+        build("tiny", tmp_path / "embedder", tmp_path / "last.ckpt", tmp_path / "segmenter", out=tmp_path / "set",
+              guidance=float("nan"))
+    assert not (tmp_path / "set").exists()
+
+
+def test_the_command_lines_limits_are_the_librarys():
+    """Literals kept in cli.py (importing the library there would slow `geoxai --help`) agree with it."""
+    from geoxai.cli import SEED
+    from geoxai.data.synthcity import MIN_SIZE
+    from geoxai.ldm.sampling import MAX_SEED
+
+    assert MIN_WORLD_SIZE == MIN_SIZE and SEED.max == MAX_SEED

@@ -35,7 +35,7 @@ from geoxai.config import (
     check_values,
     merge,
 )
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, config_key
 from geoxai.trainer import TRAINER_DEFAULTS, TRAINER_RULES
 
 AE_DEFAULTS: dict[str, Any] = {
@@ -104,7 +104,7 @@ def check_folders(folders: list[str], key: str) -> None:
     """Every folder a config names exists before training starts (not only when it is first read)."""
     for folder in folders:
         if not Path(folder).is_dir():
-            raise GeoxaiError(f"config: {key}: {folder} is not a folder; fix the path (relative paths are "
+            raise GeoxaiError(f"{config_key(key)}: {folder} is not a folder; fix the path (relative paths are "
                               f"read from the current directory, {Path.cwd()})")
 
 

@@ -211,7 +211,7 @@ class DescriptorDiffusionPipeline:
 
         if not torch.isfinite(latents).all():  # one check per batch, not per step (each is a device sync)
             raise NonFiniteGeneration(
-                f"generation gave NaN or infinite latents ({setting('guidance')} {guidance}, "
+                f"generation gave NaN or infinite latents (guidance {guidance}, "
                 f"{num_inference_steps} steps): the model's weights or its noise schedule (diffusion.* in its "
                 "training config) hold non-finite values; check the checkpoint")
         with autocast(device):

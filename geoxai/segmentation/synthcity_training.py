@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from geoxai.config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, WHOLE_OR_OFF, Number, check_values, merge
-from geoxai.errors import GeoxaiError, UnreadableImageError
+from geoxai.errors import GeoxaiError, UnreadableImageError, config_key
 from geoxai.segmentation import labels as L
 from geoxai.segmentation.synthcity import ARCHITECTURES, SegmentationNet, network_config, size_factor
 from geoxai.trainer import CHECKPOINT_NAME, TRAINER_DEFAULTS, TRAINER_RULES
@@ -142,7 +142,7 @@ def _check_folders(cfg: dict[str, Any]) -> None:
     named += [(f"data.{key}", data[key]) for key in ("val_dir", "test_dir") if data[key]]
     for key, folder in named:
         if not Path(folder).is_dir():
-            raise GeoxaiError(f"segmenter config: {key}: {folder} is not a folder; fix the path (relative paths are "
+            raise GeoxaiError(f"{config_key(key)}: {folder} is not a folder; fix the path (relative paths are "
                               f"read from the current directory, {Path.cwd()})")
     check_training_folders(data["train_dirs"], cfg["protocol"])
 
