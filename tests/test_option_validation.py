@@ -192,3 +192,21 @@ def test_the_command_lines_limits_are_the_librarys():
     from geoxai.ldm.sampling import MAX_SEED
 
     assert MIN_WORLD_SIZE == MIN_SIZE and SEED.max == MAX_SEED
+
+
+def test_a_nan_in_the_models_noise_schedule_is_named_before_the_run_is_created(checkpoint, queries, tmp_path,
+                                                                                 monkeypatch):
+    from geoxai.ldm import loading
+    from geoxai.ldm.sampling import sample_run
+
+    load = loading.load_components
+
+    def nan_schedule(*args, **kwargs):
+        components = load(*args, **kwargs)
+        components.noise_scheduler_config["beta_end"] = float("nan")
+        return components
+
+    monkeypatch.setattr(loading, "load_components", nan_schedule)
+    with pytest.raises(GeoxaiError, match=r"\(its noise schedule\): diffusion.beta_end: nan is not a number"):
+        sample_run(checkpoint, queries, tmp_path / "run", samples=1, steps=2, progress=False)
+    assert not (tmp_path / "run" / "run.yaml").exists()

@@ -150,6 +150,7 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
     if guidance is None:  # the model's own choice (shipped models carry one), else the plain model
         guidance = components.guidance if components.guidance is not None else 1.0
         check_guidance(guidance, f"--checkpoint {checkpoint}: its guidance")
+    _check_schedule(components.noise_scheduler_config, checkpoint)
     config = components.config
     image_size = int(_section(config, "data", checkpoint)["image_size"])
     check_steps(build_scheduler(sampler, components.noise_scheduler_config), steps, sampler)
@@ -207,6 +208,18 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
     unreadable = {Path(path) for path, _ in skipped}
     run.finalize([item for item in items if item.query_path not in unreadable], samples)
     return run
+
+
+def _check_schedule(schedule: dict[str, Any], checkpoint: Path) -> None:
+    """The model's noise schedule holds finite numbers in range (a NaN beta would only show as a
+    batch of NaN at the end of the first UNet loop)."""
+    from geoxai.config import check_values
+    from geoxai.errors import settings_from
+    from geoxai.ldm.training import LDM_RULES
+
+    rules = {key: rule for key, rule in LDM_RULES.items() if key.startswith("diffusion.")}
+    with settings_from("", f"--checkpoint {checkpoint} (its noise schedule)"):
+        check_values({"diffusion": schedule}, rules)
 
 
 def check_guidance(guidance: Any, where: str) -> None:
