@@ -38,6 +38,9 @@ BAD = [
     ("ldm", "optim.betas=[0.9,1.5]", r"optim.betas\[1\]: 1.5 is too large"),
     ("ldm", "diffusion.beta_end=.nan", "diffusion.beta_end: nan is not a number"),
     ("ldm", "trainer.seed=-1", "trainer.seed: -1 is negative; give a whole number >= 0 and <= 4294967295"),
+    ("ldm", "logging.sampler_steps=5000", "logging.sampler_steps: 5000: at most 1000"),
+    ("ldm", "logging.sampler_steps=1000", "logging.sampler_steps: 1000: too many for logging.sampler: ddim"),
+    ("ldm", "logging.sampler=euler", "logging.sampler: 'euler' is not a sampler; use one of dpm"),
     ("autoencoder", "optim.lr=-1.0e-4", "optim.lr: -0.0001 is negative"),
     ("autoencoder", "data.crop_size=.nan", "data.crop_size: nan is not a number"),
     ("autoencoder", "model.block_out_channels=[64,-1]", r"model.block_out_channels\[1\]: -1 is negative"),
@@ -66,7 +69,7 @@ def test_a_bad_config_value_is_one_line_naming_the_file_and_key(tmp_path, stage,
     assert not out.exists()  # neither an output folder nor a checkpoint
 
 
-@pytest.mark.parametrize("stage, override, message", [BAD[0], BAD[12], BAD[16], BAD[20]])
+@pytest.mark.parametrize("stage, override, message", [next(case for case in BAD if case[0] == stage) for stage in STAGES])
 def test_a_stage_called_from_python_names_the_key_as_config(tmp_path, stage, override, message):
     from geoxai.config import apply_overrides
 

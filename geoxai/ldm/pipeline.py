@@ -66,7 +66,7 @@ class NonFiniteGeneration(GeoxaiError):
 def build_scheduler(sampler: str, noise_scheduler_config: dict[str, Any]) -> SchedulerMixin:
     """The inference scheduler ``sampler`` on the training noise schedule."""
     if sampler not in SAMPLERS:
-        raise GeoxaiError(f"--sampler {sampler!r}: unknown; use one of {', '.join(SAMPLERS)}")
+        raise GeoxaiError(f"{setting('sampler')} {sampler!r}: unknown; use one of {', '.join(SAMPLERS)}")
     cls, options = SAMPLERS[sampler]
     schedule = {k: v for k, v in noise_scheduler_config.items() if k in _SCHEDULE_KEYS}
     return cls.from_config({**schedule, **options})
@@ -81,16 +81,21 @@ def set_timesteps(scheduler: SchedulerMixin, steps: int, device: str | torch.dev
         scheduler.set_timesteps(steps, device=device)
 
 
-def check_steps(scheduler: SchedulerMixin, steps: int, sampler: str = "") -> None:
-    """Refuse step counts the scheduler cannot discretise (a one-line error, not an IndexError)."""
+def check_steps(scheduler: SchedulerMixin, steps: int, sampler: str = "", names: tuple[str, str] | None = None,
+                ) -> None:
+    """Refuse step counts the scheduler cannot discretise (a one-line error, not an IndexError).
+
+    ``names``: how the step and sampler settings are spelled in the error (default ``--steps`` and
+    ``--sampler`` on the command line; a training config passes its ``logging.*`` keys)."""
+    steps_name, sampler_name = names or (setting("steps"), setting("sampler"))
     train_steps = scheduler.config.num_train_timesteps
     if steps < 1:
-        raise GeoxaiError(f"--steps {steps}: must be at least 1")
+        raise GeoxaiError(f"{steps_name} {steps}: must be at least 1")
     if steps > train_steps:
-        raise GeoxaiError(f"--steps {steps}: at most {train_steps} (the training timesteps)")
+        raise GeoxaiError(f"{steps_name} {steps}: at most {train_steps} (the training timesteps)")
     set_timesteps(scheduler, steps)
     if int(scheduler.timesteps.max()) >= train_steps:  # DDIM's CompVis offset at steps = train_steps
-        raise GeoxaiError(f"--steps {steps}: too many for --sampler {sampler or 'this sampler'} "
+        raise GeoxaiError(f"{steps_name} {steps}: too many for {sampler_name} {sampler or 'this sampler'} "
                           f"(its spacing overshoots t={train_steps - 1}); use fewer steps or ddpm")
 
 

@@ -100,6 +100,7 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The config with every default filled in; unknown keys and missing essentials are errors."""
     config = merge(LDM_DEFAULTS, dict(config), "config")
     check_values(config, LDM_RULES)
+    _check_previews(config)
     if config["stage"] != "ldm":
         raise GeoxaiError(f"config: stage is {config['stage']!r}; this trainer handles stage: ldm")
     if not config["output_dir"]:
@@ -114,6 +115,24 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
                           "dim: 512, weights: hub}")
     config.update(model_settings(config))
     return config
+
+
+def _check_previews(config: dict[str, Any]) -> None:
+    """The preview sampler and its steps work on the config's noise schedule: checked now, not at the
+    first preview after thousands of training steps."""
+    from geoxai.errors import config_key
+    from geoxai.ldm.module import noise_scheduler_config
+    from geoxai.ldm.pipeline import SAMPLERS, build_scheduler, check_steps
+
+    logging = config["logging"]
+    if int(logging["image_every_n_steps"]) == 0 or int(logging["num_images"]) == 0:
+        return
+    if logging["sampler"] not in SAMPLERS:
+        raise GeoxaiError(f"{config_key('logging.sampler')}: {logging['sampler']!r} is not a sampler; use one of "
+                          f"{', '.join(SAMPLERS)}")
+    scheduler = build_scheduler(logging["sampler"], noise_scheduler_config(config))
+    check_steps(scheduler, int(logging["sampler_steps"]), logging["sampler"],
+                names=(config_key("logging.sampler_steps") + ":", "logging.sampler:"))
 
 
 def check_paths(config: dict[str, Any]) -> dict[str, Any]:
