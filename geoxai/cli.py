@@ -8,6 +8,7 @@ notices to stderr. Every ``torch.load`` in the process, a library's included, lo
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -17,6 +18,30 @@ import click
 
 from geoxai import __version__
 from geoxai.errors import GeoxaiError
+
+
+class FiniteFloat(click.FloatRange):
+    """click's ``FloatRange`` that also refuses nan and infinities: ``float("nan")`` parses and
+    passes every range comparison (``nan < 0`` is false), so a NaN would reach the model."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+# Whole numbers that count something: at least one.
+COUNT = click.IntRange(min=1)
+# Seeds are hashed or stored as 64-bit integers (torch generators, pandas columns): 0 to 2**63 - 1.
+SEED = click.IntRange(min=0, max=2**63 - 1)
+# Radii in metres: positive and finite.
+RADIUS = FiniteFloat(min=0, min_open=True)
+# Classifier-free guidance: uncond + g * (cond - uncond). 0 is the unconditional model (a baseline of what
+# the descriptor adds), 1 the plain conditional one; a negative scale would push away from the descriptor.
+GUIDANCE = FiniteFloat(min=0)
+# SynthCity's smallest image side (geoxai.data.synthcity.MIN_SIZE; not imported, to keep --help fast).
+MIN_WORLD_SIZE = 32
 
 
 class _Group(click.Group):
@@ -72,13 +97,15 @@ def data() -> None:
 @data.command("synthcity")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write train/, database/, queries/, labels/ and metadata.csv into.")
-@click.option("--places", default=200, show_default=True, type=int, help="Number of places.")
-@click.option("--visits", default=6, show_default=True, type=int, help="Visits (photos) per place.")
-@click.option("--size", default=128, show_default=True, type=int, help="Image side in pixels.")
-@click.option("--seed", default=0, show_default=True, type=int, help="World seed.")
-@click.option("--test-fraction", default=0.3, show_default=True, type=float,
+@click.option("--places", default=200, show_default=True, type=COUNT, help="Number of places.")
+@click.option("--visits", default=6, show_default=True, type=click.IntRange(min=2),
+              help="Visits (photos) per place: visit 0 goes to database/, later visits to queries/.")
+@click.option("--size", default=128, show_default=True, type=click.IntRange(min=MIN_WORLD_SIZE),
+              help="Image side in pixels.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="World seed.")
+@click.option("--test-fraction", default=0.3, show_default=True, type=FiniteFloat(0, 1, min_open=True, max_open=True),
               help="Share of places held out as test places: database/ and queries/.")
-@click.option("--val-fraction", default=0.1, show_default=True, type=float,
+@click.option("--val-fraction", default=0.1, show_default=True, type=FiniteFloat(0, 1, max_open=True),
               help="Share of the remaining places held out as validation places: val/database/ and val/queries/ "
                    "(the rest go to train/). Choices are tuned on them, never on test places.")
 @click.option("--overwrite", is_flag=True, help="Replace a different world already in --out.")
@@ -98,12 +125,12 @@ def data_synthcity(out: Path, places: int, visits: int, size: int, seed: int, te
 @click.option("--kind", required=True, type=str,
               help="What each sample is: identity, oracle, other-place, sky, lighting, vehicles, pedestrians, "
                    "signs, windows or colours (see docs/synthcity.md, Reference runs).")
-@click.option("--samples", default=4, show_default=True, type=int, help="Images per query.")
+@click.option("--samples", default=4, show_default=True, type=COUNT, help="Images per query.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="GenerationRun folder to write; an existing run with the same settings is resumed.")
-@click.option("--seed", default=0, show_default=True, type=int,
+@click.option("--seed", default=0, show_default=True, type=SEED,
               help="Run seed: picks the fresh visits and, for other-place, the other places.")
-@click.option("--limit", default=None, type=int, help="Only the first N queries (in plan order). [default: all]")
+@click.option("--limit", default=None, type=COUNT, help="Only the first N queries (in plan order). [default: all]")
 def data_synthcity_run(world: Path, kind: str, samples: int, out: Path, seed: int, limit: int | None) -> None:
     """Write a SynthCity reference run: renders of known cause in place of an explainer's generations."""
     from geoxai.data.reference_runs import write_reference_run
@@ -114,7 +141,7 @@ def data_synthcity_run(world: Path, kind: str, samples: int, out: Path, seed: in
 
 @data.command("info")
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--radius", default=25.0, show_default=True, type=float, help="Positive radius in metres.")
+@click.option("--radius", default=25.0, show_default=True, type=RADIUS, help="Positive radius in metres.")
 @click.option("--no-labels", is_flag=True,
               help="Do not read UTM coordinates from file names (folders without VPR names).")
 @click.option("--no-decode", is_flag=True,
@@ -161,7 +188,7 @@ def train(config_path: Path, resume: bool, overrides: tuple[str, ...]) -> None:
             f"{did_you_mean(str(stage), list(_STAGES))}"
         )
     module_name, func = _STAGES[stage].split(":")
-    with settings_from(""):  # errors name config keys (embedder.weights), not command-line flags
+    with settings_from("", str(config_path)):  # errors name the file and its keys, not command-line flags
         result = getattr(importlib.import_module(module_name), func)(config, resume=resume)
     if result is not None:
         click.echo(f"saved: {result}")
@@ -187,14 +214,14 @@ def embedder_options(func=None, *, of_run: bool = False):
         click.option("--backbone", default=None,
                      help="CosPlace backbone: resnet18/50/101/152 or vgg16. [default: read from --weights, "
                           "else resnet50]"),
-        click.option("--dim", default=None, type=int,
+        click.option("--dim", default=None, type=COUNT,
                      help="Descriptor dimension. [default: read from --weights, else 512]"),
         click.option("--weights", default=None,
                      help="Weights file, `hub` for the released CosPlace weights, or `random` for a seeded random "
                           "init (an untrained network baseline). "
                           + ("[default: the run's embedder; required with --embedder cosplace]" if of_run
                              else "[required]")),
-        click.option("--image-size", default=None, type=int,
+        click.option("--image-size", default=None, type=COUNT,
                      help="Input side after resize and centre crop. [default: 512, the thesis' CosPlace]"),
     ]
     for option in reversed(options):
@@ -219,7 +246,7 @@ def device_option(func):
 
 
 def batch_size_option(default: int, what: str):
-    return click.option("--batch-size", default=default, show_default=True, type=int, help=f"{what} per batch.")
+    return click.option("--batch-size", default=default, show_default=True, type=COUNT, help=f"{what} per batch.")
 
 
 @cli.command("retrieve")
@@ -230,7 +257,7 @@ def batch_size_option(default: int, what: str):
               help="Folder for recalls.csv, predictions.csv and the descriptors. [default: print only]")
 @batch_size_option(32, "Images")
 @device_option
-@click.option("--radius", default=25.0, show_default=True, type=float, help="Positive radius in metres.")
+@click.option("--radius", default=25.0, show_default=True, type=RADIUS, help="Positive radius in metres.")
 @click.option("--no-labels", is_flag=True,
               help="File names carry no UTM coordinates: find nearest neighbours only (predictions.csv, no recall).")
 def retrieve(dataset: Path, embedder: str, embedder_config: Path | None, backbone: str | None,
@@ -248,9 +275,11 @@ def retrieve(dataset: Path, embedder: str, embedder_config: Path | None, backbon
 
 @cli.command("probe")
 @embedder_options
-@click.option("--places", default=50, show_default=True, type=int, help="SynthCity places to probe.")
-@click.option("--seed", default=0, show_default=True, type=int, help="SynthCity world seed.")
-@click.option("--size", default=128, show_default=True, type=int, help="SynthCity image side.")
+@click.option("--places", default=50, show_default=True, type=click.IntRange(min=2),
+              help="SynthCity places to probe (at least 2: one is the other's chance level).")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="SynthCity world seed.")
+@click.option("--size", default=128, show_default=True, type=click.IntRange(min=MIN_WORLD_SIZE),
+              help="SynthCity image side.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Folder for probe.csv. [default: print only]")
 @device_option
@@ -274,21 +303,23 @@ def probe(embedder: str, embedder_config: Path | None, backbone: str | None, dim
                    "or a shipped model's name (synthcity).")
 @click.option("--queries", required=True, type=click.Path(path_type=Path),
               help="Folder of query images (any depth), e.g. a test set's queries/.")
-@click.option("--samples", default=4, show_default=True, type=int, help="Generations per query.")
+@click.option("--samples", default=4, show_default=True, type=COUNT, help="Generations per query.")
 @click.option("--sampler", default="dpm++", show_default=True, type=click.Choice(["dpm++", "ddim", "ddpm"]),
               help="Diffusion sampler (DPM-Solver++ 2M, DDIM with eta 0, ancestral DDPM).")
-@click.option("--steps", default=20, show_default=True, type=int, help="Sampler steps per image.")
-@click.option("--guidance", default=None, type=float,
-              help="Classifier-free guidance scale (1 = the plain conditional model). [default: the one chosen for "
-                   "the model on validation places when it carries one (shipped models), else 1]")
-@click.option("--seed", default=0, show_default=True, type=int,
+@click.option("--steps", default=20, show_default=True, type=COUNT,
+              help="Sampler steps per image (at most the model's training timesteps, 1000 for geoxai's models).")
+@click.option("--guidance", default=None, type=GUIDANCE,
+              help="Classifier-free guidance scale (1 = the plain conditional model, 0 = the unconditional one). "
+                   "[default: the one chosen for the model on validation places when it carries one (shipped "
+                   "models), else 1]")
+@click.option("--seed", default=0, show_default=True, type=SEED,
               help="Run seed; each image's seed is derived from it, the query and the sample index.")
 @batch_size_option(16, "Images generated")
-@click.option("--limit", default=None, type=int, help="Only the first N queries. [default: all]")
+@click.option("--limit", default=None, type=COUNT, help="Only the first N queries. [default: all]")
 @device_option
-@click.option("--devices", default=1, show_default=True, type=int,
+@click.option("--devices", default=1, show_default=True, type=COUNT,
               help="Processes (one per GPU, or CPU processes) that share the images to generate (torch.distributed).")
-@click.option("--num-nodes", default=1, show_default=True, type=int,
+@click.option("--num-nodes", default=1, show_default=True, type=COUNT,
               help="Nodes, each running this command under a cluster launcher (SLURM, torchrun).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="GenerationRun folder (resumed if it exists).")
@@ -317,12 +348,12 @@ def sample(checkpoint: Path, queries: Path, samples: int, sampler: str, steps: i
 @embedder_options(of_run=True)
 @batch_size_option(32, "Images")
 @device_option
-@click.option("--devices", default=1, show_default=True, type=int,
+@click.option("--devices", default=1, show_default=True, type=COUNT,
               help="Processes (one per GPU) that share the artifact computation (torch.distributed).")
-@click.option("--num-nodes", default=1, show_default=True, type=int,
+@click.option("--num-nodes", default=1, show_default=True, type=COUNT,
               help="Nodes, each running this command under a cluster launcher (SLURM, torchrun).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the shuffled pairing and of the bootstrap.")
-@click.option("--radius", default=25.0, show_default=True, type=float, help="Same-place radius in metres.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the shuffled pairing and of the bootstrap.")
+@click.option("--radius", default=25.0, show_default=True, type=RADIUS, help="Same-place radius in metres.")
 @click.option("--label", default=None, help="Name of this evaluation in reports. [default: the --out folder's name]")
 @click.option("--segmenter", default=None,
               help="Segmenter for plugins that read label maps (see `geoxai segmenters`): groundtruth, synthcity, "
@@ -422,7 +453,7 @@ def pretrained_group(ctx: click.Context) -> None:
 @click.option("--cards", type=click.Path(path_type=Path), default=None,
               help="Folder of embedder.md, ldm.md, autoencoder.md, segmenter.md: measured numbers for the cards. "
                    "[default: none]")
-@click.option("--guidance", type=float, default=None,
+@click.option("--guidance", type=GUIDANCE, default=None,
               help="Guidance scale chosen on validation places; `geoxai sample` uses it by default. [default: none]")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Where to write the set. [default: inside the installed package, geoxai/pretrained/NAME]")
@@ -441,8 +472,8 @@ def pretrained_build(name: str, embedder_dir: Path, checkpoint: Path, segmenter_
               help="Folder for the tables, figures/, grids/ and index.html (created when missing).")
 @click.option("--format", "formats", default="md,latex,csv,html", show_default=True,
               help="Comma-separated output formats: md, latex, csv, html (figures and grids are always written).")
-@click.option("--grid-rows", default=8, show_default=True, type=int, help="Queries per image grid.")
-@click.option("--grid-samples", default=4, show_default=True, type=int, help="Generations shown per query.")
+@click.option("--grid-rows", default=8, show_default=True, type=COUNT, help="Queries per image grid.")
+@click.option("--grid-samples", default=4, show_default=True, type=COUNT, help="Generations shown per query.")
 def report(evaluations: tuple[Path, ...], out: Path, formats: str, grid_rows: int, grid_samples: int) -> None:
     """Tables, figures, image grids and a static HTML page from EVAL folders.
 

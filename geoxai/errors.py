@@ -45,6 +45,13 @@ def setting(name: str) -> str:
     return f"{source}: {key}" if source else key
 
 
+def config_key(key: str) -> str:
+    """How the config key ``key`` (``trainer.max_steps``) is named in an error: with the config file
+    under ``geoxai train`` (``configs/x.yaml: trainer.max_steps``), ``config: trainer.max_steps``
+    when a stage is called from Python."""
+    return setting(key) if _SECTION.get() is not None else f"config: {key}"
+
+
 @contextlib.contextmanager
 def settings_from(section: str, source: str = "") -> Iterator[None]:
     """Within the block, ``setting(name)`` reads ``section.name`` (optionally ``source: section.name``)."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from geoxai.config import merge
+from geoxai.config import COUNT, Number, merge
 from geoxai.errors import GeoxaiError
 
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -39,6 +39,21 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "matmul_precision": "high",
 }
+# Numeric trainer settings, checked by every stage before work starts (geoxai.config.check_values).
+TRAINER_RULES: dict[str, Number] = {
+    "trainer.devices": Number(low=1, whole=True, special=((-1, "every device"),), text=r"auto|\d+(\s*,\s*\d+)*,?",
+                              text_hint='auto or indices like "0,1"', or_list=Number(low=0, whole=True)),
+    "trainer.num_nodes": COUNT,
+    "trainer.max_steps": Number(low=1, whole=True, special=((-1, "no limit"),)),
+    "trainer.max_epochs": Number(low=1, whole=True, optional=True, special=((-1, "no limit"),)),
+    "trainer.max_time": Number(low=0, low_open=True, optional=True, text=r"\d+:\d{1,2}:\d{1,2}:\d{1,2}",
+                               text_hint="a duration DD:HH:MM:SS (a number is minutes)"),
+    "trainer.accumulate_grad_batches": COUNT,
+    "trainer.gradient_clip_val": Number(low=0, optional=True),
+    "trainer.log_every_n_steps": COUNT,
+    "trainer.check_val_every_n_epoch": Number(low=1, whole=True, optional=True),
+    "trainer.seed": Number(low=0, high=2**32 - 1, whole=True),  # Lightning's seed_everything range
+}
 CHECKPOINT_NAME = "last.ckpt"
 
 
@@ -52,8 +67,13 @@ def resolve_precision(precision: str) -> str:
 
 
 def trainer_settings(section: dict[str, Any] | None, where: str = "trainer") -> dict[str, Any]:
-    """Validate a ``trainer:`` section against the defaults (unknown keys are errors)."""
-    return merge(TRAINER_DEFAULTS, section or {}, where)
+    """Validate a ``trainer:`` section against the defaults (unknown keys are errors, and so are
+    numbers outside ``TRAINER_RULES``)."""
+    from geoxai.config import check_values
+
+    settings = merge(TRAINER_DEFAULTS, section or {}, where)
+    check_values({"trainer": settings}, TRAINER_RULES)
+    return settings
 
 
 # ------------------------------------------------------------------------------- checkpoints

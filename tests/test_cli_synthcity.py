@@ -160,9 +160,13 @@ def test_cli_writes_a_world_and_prints_its_summary(tmp_path):
 def test_cli_user_mistakes_exit_2_without_traceback(tmp_path):
     runner = CliRunner()
     result = runner.invoke(cli, ["data", "synthcity", "--out", str(tmp_path / "w"), "--places", "0"])
-    assert result.exit_code == 2
-    assert "error: --places must be >= 1" in result.output and "Traceback" not in result.output
-    assert len(result.output.strip().splitlines()) == 1
+    assert result.exit_code == 2  # click's usage error: one Error: line naming the option
+    assert "Error: Invalid value for '--places': 0 is not in the range x>=1." in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "w").exists()
+    result = runner.invoke(cli, ["data", "synthcity", "--out", str(tmp_path / "w"), "--places", "6", "--visits", "3",
+                                 "--test-fraction", "0.9", "--val-fraction", "0.9"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("error: ")
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "x.txt").write_text("x")

@@ -139,6 +139,14 @@ def test_descriptor_dim_mismatch_names_both_dims(tmp_path, vae_folder, queries):
     assert not (tmp_path / "run").exists()  # nothing written for a refused command
 
 
+def usage_error(result) -> str:
+    """click's usage error: exit status 2 and one ``Error:`` line naming the option."""
+    assert result.exit_code == 2, result.output + repr(result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(lines) == 1
+    return lines[0]
+
+
 def test_user_mistakes_are_one_line_errors(tmp_path, checkpoint, queries):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -150,8 +158,13 @@ def test_user_mistakes_are_one_line_errors(tmp_path, checkpoint, queries):
     other_stage = tmp_path / "embedder.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1.0}}, other_stage)
     assert "not a geoxai" in one_line_error(sample(*options(other_stage, queries, tmp_path / "d")))
-    assert "--samples 0" in one_line_error(sample(*options(checkpoint, queries, tmp_path / "e"), "--samples", "0"))
-    assert "--steps 0" in one_line_error(sample(*options(checkpoint, queries, tmp_path / "f"), "--steps", "0"))
+    # numbers out of range are click usage errors (tests/test_option_validation.py has them all)
+    assert "'--samples': 0 is not in the range" in usage_error(sample(*options(checkpoint, queries, tmp_path / "e"),
+                                                                      "--samples", "0"))
+    assert "'--steps': 0 is not in the range" in usage_error(sample(*options(checkpoint, queries, tmp_path / "f"),
+                                                                    "--steps", "0"))
+    assert "--steps 5000: at most" in one_line_error(sample(*options(checkpoint, queries, tmp_path / "g"),
+                                                                 "--steps", "5000"))
 
 
 def test_an_exported_folder_samples_the_same_images(full_run, tmp_path, checkpoint, queries):
@@ -178,4 +191,5 @@ def test_two_processes_write_the_images_of_one(full_run, tmp_path, checkpoint, q
         assert np.abs(image - reference[name]).max() <= 1, name  # other batch mates: float rounding at most
     manifest = GenerationRun.open(out).manifest()
     assert len(manifest) == 10 and not manifest.duplicated(["query_id", "sample"]).any()
-    assert "--devices 0" in one_line_error(sample(*options(checkpoint, queries, tmp_path / "z"), "--devices", "0"))
+    assert "'--devices': 0 is not in the range" in usage_error(sample(*options(checkpoint, queries, tmp_path / "z"),
+                                                                      "--devices", "0"))

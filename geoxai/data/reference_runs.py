@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from geoxai.data.synthcity import SynthCity
 from geoxai.data.synthcity_world import PARAMS_FILE
-from geoxai.errors import GeoxaiError, UnreadableImageError
+from geoxai.errors import GeoxaiError, UnreadableImageError, setting
 from geoxai.files import atomic_save_image, atomic_write_text
 from geoxai.registry import did_you_mean
 from geoxai.runs import GenerationRun, QueryItem, plan_queries, sample_seed
@@ -86,9 +86,9 @@ def _check_options(kind: str, samples: int, limit: int | None) -> None:
         raise GeoxaiError(f"--kind {kind!r}: unknown; choose one of {', '.join(REFERENCE_KINDS)}."
                           f"{did_you_mean(kind, list(REFERENCE_KINDS))}")
     if samples < 1:
-        raise GeoxaiError(f"--samples {samples}: must be at least 1")
+        raise GeoxaiError(f"{setting('samples')} {samples}: must be at least 1")
     if limit is not None and limit < 1:
-        raise GeoxaiError(f"--limit {limit}: must be at least 1 (or left out for all queries)")
+        raise GeoxaiError(f"{setting('limit')} {limit}: must be at least 1 (or left out for all queries)")
 
 
 def _load_world(world: Path) -> _World:

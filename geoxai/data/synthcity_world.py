@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from geoxai.data.synthcity import MIN_SIZE, SynthCity
 from geoxai.data.vpr import VPRName, format_name
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, setting
 from geoxai.files import atomic_save_image, atomic_write_text, writable_folder
 from geoxai.segmentation import labels as L
 
@@ -137,18 +137,18 @@ def place_splits(city: SynthCity, places: int, test_fraction: float, val_fractio
 def _validate(city_places: int, visits: int, size: int, seed: int, test_fraction: float,
               val_fraction: float = 0.0) -> None:
     if city_places < 1:
-        raise GeoxaiError(f"--places must be >= 1 (got {city_places})")
+        raise GeoxaiError(f"{setting('places')} must be >= 1 (got {city_places})")
     if visits < 2:
-        raise GeoxaiError(f"--visits must be >= 2: visit 0 goes to database/, later visits to queries/ "
+        raise GeoxaiError(f"{setting('visits')} must be >= 2: visit 0 goes to database/, later visits to queries/ "
                           f"(got {visits})")
     if size < MIN_SIZE:
-        raise GeoxaiError(f"--size must be >= {MIN_SIZE} pixels (got {size})")
+        raise GeoxaiError(f"{setting('size')} must be >= {MIN_SIZE} pixels (got {size})")
     if seed < 0:
-        raise GeoxaiError(f"--seed must be >= 0 (got {seed})")
+        raise GeoxaiError(f"{setting('seed')} must be >= 0 (got {seed})")
     if not 0.0 < test_fraction < 1.0:
-        raise GeoxaiError(f"--test-fraction must be between 0 and 1, exclusive (got {test_fraction})")
+        raise GeoxaiError(f"{setting('test_fraction')} must be between 0 and 1, exclusive (got {test_fraction})")
     if not 0.0 <= val_fraction < 1.0:
-        raise GeoxaiError(f"--val-fraction must be in [0, 1) (got {val_fraction})")
+        raise GeoxaiError(f"{setting('val_fraction')} must be in [0, 1) (got {val_fraction})")
     city = SynthCity(seed=seed, size=size)
     splits = place_splits(city, city_places, test_fraction, val_fraction)
     test, train = splits.count("test"), splits.count("train")

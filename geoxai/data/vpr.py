@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from geoxai.data.images import IMAGE_SUFFIXES, load_rgb
-from geoxai.errors import GeoxaiError, UnreadableImageError
+from geoxai.errors import GeoxaiError, UnreadableImageError, setting
 
 NAME_FIELDS = (
     "utm_east", "utm_north", "zone_number", "zone_letter", "lat", "lon", "pano_id", "tile_num",
@@ -264,8 +264,8 @@ def radius_positives(database_utm: np.ndarray, queries_utm: np.ndarray, radius: 
     """Per query, the database indices within ``radius`` metres (inclusive), nearest first."""
     from sklearn.neighbors import NearestNeighbors
 
-    if not radius >= 0:
-        raise GeoxaiError(f"--radius {radius}: must be a distance in metres >= 0")
+    if not 0 <= radius < math.inf:
+        raise GeoxaiError(f"{setting('radius')} {radius}: must be a finite distance in metres >= 0")
     if len(queries_utm) == 0:
         return []
     knn = NearestNeighbors().fit(np.asarray(database_utm, dtype=np.float64))
@@ -286,8 +286,8 @@ class VPRTestSet:
         if missing:
             raise GeoxaiError(f"{self.folder}: no {' or '.join(m + '/' for m in missing)} folder; "
                               "a VPR test set has database/ and queries/ subfolders of images")
-        if not radius >= 0:
-            raise GeoxaiError(f"--radius {radius}: must be a distance in metres >= 0")
+        if not 0 <= radius < math.inf:
+            raise GeoxaiError(f"{setting('radius')} {radius}: must be a finite distance in metres >= 0")
         self.labels = labels
         self.radius = float(radius)
         # unreadable folders: in .unreadable_folders of each list, counted by the caller (retrieve)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from geoxai.data.images import ReshapeReport
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, setting
 
 DESCRIPTOR_KIND, SIZE_KIND = "descriptor", "image-size"
 PREPROCESSING = "resize-shorter-side+center-crop/antialias/1"  # part of the key: change it, recompute
@@ -60,7 +60,7 @@ def embed_files(embedder: Any, paths: Sequence[str | Path], batch_size: int = 32
     from geoxai.store import ArtifactStore, compute_for_images
 
     if batch_size < 1:
-        raise GeoxaiError(f"--batch-size {batch_size}: must be at least 1")
+        raise GeoxaiError(f"{setting('batch_size')} {batch_size}: must be at least 1")
     if device is not None:
         from geoxai.devices import resolve_device
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, setting
 from geoxai.evaluation.statistics import bootstrap_ci
 
 FACTORS = ("sky", "lighting", "vehicles", "pedestrians", "signs", "camera")
@@ -65,7 +65,7 @@ class ProbeResult:
 def held_out_places(city: Any, count: int, test_fraction: float = 0.3) -> list[int]:
     """The first ``count`` held-out places of the world (``is_test_place``)."""
     if count < 2:
-        raise GeoxaiError(f"--places {count}: the probe needs at least 2 places (one is the other's chance level)")
+        raise GeoxaiError(f"{setting('places')} {count}: the probe needs at least 2 places (one is the other's chance level)")
     places, place = [], 0
     while len(places) < count:
         if city.is_test_place(place, test_fraction):

@@ -28,14 +28,23 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from geoxai.config import merge, save_config
+from geoxai.config import (
+    COUNT,
+    NON_NEGATIVE,
+    POSITIVE,
+    WHOLE_OR_OFF,
+    Number,
+    check_values,
+    merge,
+    save_config,
+)
 from geoxai.data.images import resize_center_crop
 from geoxai.embedders.base import IMAGENET_MEAN, IMAGENET_STD
 from geoxai.embedders.cosface import CosFaceHead
 from geoxai.embedders.cosgroups import CosGroup, build_groups, describe_groups
 from geoxai.errors import GeoxaiError, UnreadableImageError
 from geoxai.files import atomic_path
-from geoxai.trainer import CHECKPOINT_NAME, TRAINER_DEFAULTS, stage_info
+from geoxai.trainer import CHECKPOINT_NAME, TRAINER_DEFAULTS, TRAINER_RULES, stage_info
 
 DEFAULTS: dict[str, Any] = {
     "stage": "embedder",
@@ -69,6 +78,19 @@ DEFAULTS: dict[str, Any] = {
     "trainer": dict(TRAINER_DEFAULTS),
     "eval": {"dataset_dir": None, "batch_size": 32, "radius": 25.0},
 }
+# Every numeric key of an embedder config, checked before any work starts.
+RULES: dict[str, Number] = {
+    **TRAINER_RULES,
+    "data.image_size": COUNT, "data.num_workers": WHOLE_OR_OFF, "model.dim": COUNT,
+    "groups.M": POSITIVE, "groups.alpha": POSITIVE, "groups.N": COUNT, "groups.L": COUNT,
+    "groups.min_images_per_class": COUNT, "groups.num_groups": Number(low=1, whole=True, optional=True),
+    "loss.s": POSITIVE, "loss.m": NON_NEGATIVE,
+    "optim.lr": POSITIVE, "optim.classifiers_lr": POSITIVE, "optim.batch_size": COUNT,
+    "optim.iterations_per_epoch": COUNT, "optim.epochs": COUNT,
+    "augment.brightness": NON_NEGATIVE, "augment.contrast": NON_NEGATIVE, "augment.saturation": NON_NEGATIVE,
+    "augment.hue": Number(low=0, high=0.5), "augment.random_resized_crop": Number(low=0, high=1, high_open=True),
+    "checkpoint_every_n_steps": WHOLE_OR_OFF, "eval.batch_size": COUNT, "eval.radius": POSITIVE,
+}
 
 LOG_NAME = "train_log.csv"
 
@@ -77,6 +99,7 @@ LOG_NAME = "train_log.csv"
 def training_config(config: dict[str, Any]) -> dict[str, Any]:
     """The full config: ``config`` over ``DEFAULTS``, with required keys and values checked."""
     cfg = merge(DEFAULTS, config, "embedder config")
+    check_values(cfg, RULES)
     if cfg["stage"] != "embedder":
         raise GeoxaiError(f"embedder config: stage must be `embedder` (got {cfg['stage']!r})")
     if not cfg["output_dir"]:
@@ -99,9 +122,6 @@ def training_config(config: dict[str, Any]) -> dict[str, Any]:
         raise GeoxaiError(f"embedder config: model.pretrained={cfg['model']['pretrained']!r}; use null or imagenet")
     if cfg["augment"]["on"] not in ("loader", "device"):
         raise GeoxaiError(f"embedder config: augment.on={cfg['augment']['on']!r}; use loader or device")
-    for key in ("batch_size", "iterations_per_epoch", "epochs"):
-        if not isinstance(cfg["optim"][key], int) or cfg["optim"][key] <= 0:
-            raise GeoxaiError(f"embedder config: optim.{key}={cfg['optim'][key]!r} must be a positive integer")
     return cfg
 
 
@@ -358,7 +378,12 @@ def _check_resumable(cfg: dict[str, Any], saved_path: Path) -> None:
 def train(config: dict[str, Any], resume: bool = False) -> Path:
     """Train CosPlace from a config (see ``DEFAULTS``); returns the saved weights' path."""
     from geoxai.data.vpr import read_train_set
-    from geoxai.trainer import build_trainer, check_output_dir, resume_checkpoint, skipped_images_callback
+    from geoxai.trainer import (
+        build_trainer,
+        check_output_dir,
+        resume_checkpoint,
+        skipped_images_callback,
+    )
 
     cfg = training_config(config)
     out = Path(cfg["output_dir"])

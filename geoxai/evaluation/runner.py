@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, setting
 from geoxai.evaluation.context import Database, EvaluationContext, merge_notices
 from geoxai.evaluation.pairs import build_pairs
 from geoxai.evaluation.plugin import PAIRINGS, Pair, Plugin, PluginOutcome, check_plugin_class, to_long_records
@@ -248,9 +248,9 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
     started = time.time()
     names = parse_plugins(plugins)
     if batch_size < 1:
-        raise GeoxaiError(f"--batch-size {batch_size}: must be at least 1")
+        raise GeoxaiError(f"{setting('batch_size')} {batch_size}: must be at least 1")
     if devices < 1 or num_nodes < 1:
-        raise GeoxaiError(f"--devices {devices} / --num-nodes {num_nodes}: must be at least 1")
+        raise GeoxaiError(f"{setting('devices')} {devices} / {setting('num_nodes')} {num_nodes}: must be at least 1")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise GeoxaiError(f"--out {out}: is a file; give a folder for the evaluation")

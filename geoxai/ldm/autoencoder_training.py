@@ -17,16 +17,26 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from diffusers import AutoencoderKL
 
-from geoxai.config import merge
-from geoxai.errors import GeoxaiError
-from geoxai.trainer import TRAINER_DEFAULTS
+from geoxai.config import (
+    BETAS,
+    COUNT,
+    NON_NEGATIVE,
+    POSITIVE,
+    WHOLE_OR_OFF,
+    Number,
+    check_values,
+    merge,
+)
+from geoxai.errors import GeoxaiError, config_key
+from geoxai.trainer import TRAINER_DEFAULTS, TRAINER_RULES
 
 AE_DEFAULTS: dict[str, Any] = {
     "stage": "autoencoder",
@@ -55,9 +65,22 @@ AE_DEFAULTS: dict[str, Any] = {
     "trainer": TRAINER_DEFAULTS,
 }
 
+# Every numeric key of an autoencoder config, checked before any work starts.
+AE_RULES: dict[str, Number] = {
+    **TRAINER_RULES,
+    "data.val_limit": COUNT, "data.image_size": COUNT, "data.crop_size": COUNT, "data.batch_size": COUNT,
+    "data.num_workers": WHOLE_OR_OFF,
+    "model.block_out_channels": Number(low=1, whole=True, each=True), "model.layers_per_block": COUNT,
+    "model.latent_channels": COUNT, "model.norm_num_groups": COUNT,
+    "loss.kl_weight": NON_NEGATIVE, "loss.lpips_weight": NON_NEGATIVE,
+    "optim.lr": POSITIVE, "optim.betas": BETAS, "optim.warmup_steps": WHOLE_OR_OFF,
+    "checkpoint_every_n_steps": WHOLE_OR_OFF,
+}
+
 
 def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     config = merge(AE_DEFAULTS, dict(config), "config")
+    check_values(config, AE_RULES)
     if config["stage"] != "autoencoder":
         raise GeoxaiError(f"config: stage is {config['stage']!r}; this trainer handles stage: autoencoder")
     if not config["output_dir"]:
@@ -81,7 +104,7 @@ def check_folders(folders: list[str], key: str) -> None:
     """Every folder a config names exists before training starts (not only when it is first read)."""
     for folder in folders:
         if not Path(folder).is_dir():
-            raise GeoxaiError(f"config: {key}: {folder} is not a folder; fix the path (relative paths are "
+            raise GeoxaiError(f"{config_key(key)}: {folder} is not a folder; fix the path (relative paths are "
                               f"read from the current directory, {Path.cwd()})")
 
 
@@ -242,10 +265,14 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
 
     from geoxai.config import save_config
     from geoxai.files import atomic_folder, atomic_write_text
-    from geoxai.trainer import (build_trainer, check_output_dir, resume_checkpoint, skipped_images_callback,
-                                stage_info)
-
     from geoxai.protocols import check_training_folders
+    from geoxai.trainer import (
+        build_trainer,
+        check_output_dir,
+        resume_checkpoint,
+        skipped_images_callback,
+        stage_info,
+    )
 
     config = resolve_config(config)
     check_folders(config["data"]["train_dirs"], "data.train_dirs")

@@ -27,6 +27,7 @@ generated in, nor on the device the noise was drawn for.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -38,7 +39,7 @@ from torchvision.transforms.functional import to_pil_image
 from tqdm.auto import tqdm
 
 from geoxai.devices import autocast, resolve_device
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, setting
 
 SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
     "dpm++": (DPMSolverMultistepScheduler, dict(
@@ -57,10 +58,15 @@ _SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedul
                   "prediction_type")
 
 
+class NonFiniteGeneration(GeoxaiError):
+    """A batch whose latents or images hold NaN or infinities: stopped before anything is returned,
+    so a NaN never becomes a run of black images."""
+
+
 def build_scheduler(sampler: str, noise_scheduler_config: dict[str, Any]) -> SchedulerMixin:
     """The inference scheduler ``sampler`` on the training noise schedule."""
     if sampler not in SAMPLERS:
-        raise GeoxaiError(f"--sampler {sampler!r}: unknown; use one of {', '.join(SAMPLERS)}")
+        raise GeoxaiError(f"{setting('sampler')} {sampler!r}: unknown; use one of {', '.join(SAMPLERS)}")
     cls, options = SAMPLERS[sampler]
     schedule = {k: v for k, v in noise_scheduler_config.items() if k in _SCHEDULE_KEYS}
     return cls.from_config({**schedule, **options})
@@ -75,16 +81,21 @@ def set_timesteps(scheduler: SchedulerMixin, steps: int, device: str | torch.dev
         scheduler.set_timesteps(steps, device=device)
 
 
-def check_steps(scheduler: SchedulerMixin, steps: int, sampler: str = "") -> None:
-    """Refuse step counts the scheduler cannot discretise (a one-line error, not an IndexError)."""
+def check_steps(scheduler: SchedulerMixin, steps: int, sampler: str = "", names: tuple[str, str] | None = None,
+                ) -> None:
+    """Refuse step counts the scheduler cannot discretise (a one-line error, not an IndexError).
+
+    ``names``: how the step and sampler settings are spelled in the error (default ``--steps`` and
+    ``--sampler`` on the command line; a training config passes its ``logging.*`` keys)."""
+    steps_name, sampler_name = names or (setting("steps"), setting("sampler"))
     train_steps = scheduler.config.num_train_timesteps
     if steps < 1:
-        raise GeoxaiError(f"--steps {steps}: must be at least 1")
+        raise GeoxaiError(f"{steps_name} {steps}: must be at least 1")
     if steps > train_steps:
-        raise GeoxaiError(f"--steps {steps}: at most {train_steps} (the training timesteps)")
+        raise GeoxaiError(f"{steps_name} {steps}: at most {train_steps} (the training timesteps)")
     set_timesteps(scheduler, steps)
     if int(scheduler.timesteps.max()) >= train_steps:  # DDIM's CompVis offset at steps = train_steps
-        raise GeoxaiError(f"--steps {steps}: too many for --sampler {sampler or 'this sampler'} "
+        raise GeoxaiError(f"{steps_name} {steps}: too many for {sampler_name} {sampler or 'this sampler'} "
                           f"(its spacing overshoots t={train_steps - 1}); use fewer steps or ddpm")
 
 
@@ -182,6 +193,9 @@ class DescriptorDiffusionPipeline:
         """
         if output not in ("pt", "pil"):
             raise ValueError(f"output must be 'pt' or 'pil' (got {output!r})")
+        if not math.isfinite(guidance):
+            raise GeoxaiError(f"{setting('guidance')} {guidance}: must be a finite number (1 is the plain "
+                              "conditional model)")
         device = self.device
         descriptors = descriptors.to(device=device, dtype=torch.float32)
         batch = descriptors.shape[0]
@@ -200,9 +214,18 @@ class DescriptorDiffusionPipeline:
             # The solver update stays in float32 (bf16 rounding compounds over the steps).
             latents = self.scheduler.step(noise.float(), t, latents, generator=generators).prev_sample
 
+        if not torch.isfinite(latents).all():  # one check per batch, not per step (each is a device sync)
+            raise NonFiniteGeneration(
+                f"generation gave NaN or infinite latents (guidance {guidance}, "
+                f"{num_inference_steps} steps): the model's weights or its noise schedule (diffusion.* in its "
+                "training config) hold non-finite values; check the checkpoint")
         with autocast(device):
             images = self.decode_latents(latents)
         images = images.float().cpu()
+        if not torch.isfinite(images).all():
+            raise NonFiniteGeneration("the autoencoder decoded NaN or infinite pixels from finite latents: its "
+                                      "weights (autoencoder.path in the training config) or the latent scale "
+                                      f"factor ({self.scale_factor}) are not finite or not usable")
         if output == "pil":
             return [to_pil_image(image) for image in images.mul(255).round().to(torch.uint8)]
         return images

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import numbers
 import os
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, setting
 
 if TYPE_CHECKING:
     from geoxai.runs import GenerationRun
@@ -51,15 +52,21 @@ def checkpoint_identity(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _check_options(checkpoint: Path, samples: int, steps: int, batch_size: int, limit: int | None) -> None:
-    if samples < 1:
-        raise GeoxaiError(f"--samples {samples}: must be at least 1")
-    if steps < 1:
-        raise GeoxaiError(f"--steps {steps}: must be at least 1")
-    if batch_size < 1:
-        raise GeoxaiError(f"--batch-size {batch_size}: must be at least 1")
-    if limit is not None and limit < 1:
-        raise GeoxaiError(f"--limit {limit}: must be at least 1 (or left out for all queries)")
+MAX_SEED = 2**63 - 1  # run seeds are hashed into per-image seeds and stored as 64-bit integers
+
+
+def _check_options(checkpoint: Path, samples: int, steps: int, batch_size: int, limit: int | None,
+                   seed: int, devices: int, num_nodes: int) -> None:
+    """The settings a caller of ``sample_run`` gives, checked before anything is read or written
+    (the command line checks the same ranges with click types; this is the library's own guard)."""
+    for name, value in (("samples", samples), ("steps", steps), ("batch_size", batch_size), ("devices", devices),
+                        ("num_nodes", num_nodes)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise GeoxaiError(f"{setting(name)} {value!r}: must be a whole number >= 1")
+    if limit is not None and (not isinstance(limit, numbers.Integral) or isinstance(limit, bool) or limit < 1):
+        raise GeoxaiError(f"{setting('limit')} {limit!r}: must be a whole number >= 1 (or left out for all queries)")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise GeoxaiError(f"{setting('seed')} {seed!r}: must be a whole number from 0 to {MAX_SEED}")
     if not checkpoint.exists():
         raise GeoxaiError(f"--checkpoint {checkpoint}: not found; give a .ckpt from `geoxai train` "
                           "(stage: ldm) or an exported pipeline folder")
@@ -129,9 +136,9 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
     from geoxai.runs import RUN_FILE, GenerationRun, plan_queries
 
     checkpoint, queries, out = resolve_checkpoint(checkpoint).resolve(), Path(queries).resolve(), Path(out)
-    _check_options(checkpoint, samples, steps, batch_size, limit)
-    if devices < 1 or num_nodes < 1:
-        raise GeoxaiError(f"--devices {devices} / --num-nodes {num_nodes}: each must be at least 1")
+    _check_options(checkpoint, samples, steps, batch_size, limit, seed, devices, num_nodes)
+    if guidance is not None:
+        check_guidance(guidance, setting("guidance"))
     if out.exists() and not out.is_dir():
         raise GeoxaiError(f"--out {out}: is a file; give a folder for the GenerationRun")
     if not (out / RUN_FILE).is_file():
@@ -144,6 +151,8 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
     components = load_components(checkpoint, map_location="cpu")
     if guidance is None:  # the model's own choice (shipped models carry one), else the plain model
         guidance = components.guidance if components.guidance is not None else 1.0
+        check_guidance(guidance, f"--checkpoint {checkpoint}: its guidance")
+    _check_schedule(components.noise_scheduler_config, checkpoint)
     config = components.config
     image_size = int(_section(config, "data", checkpoint)["image_size"])
     check_steps(build_scheduler(sampler, components.noise_scheduler_config), steps, sampler)
@@ -210,16 +219,43 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
     return run
 
 
+def _check_schedule(schedule: dict[str, Any], checkpoint: Path) -> None:
+    """The model's noise schedule holds finite numbers in range (a NaN beta would only show as a
+    batch of NaN at the end of the first UNet loop)."""
+    from geoxai.config import check_values
+    from geoxai.errors import settings_from
+    from geoxai.ldm.training import LDM_RULES
+
+    rules = {key: rule for key, rule in LDM_RULES.items() if key.startswith("diffusion.")}
+    with settings_from("", f"--checkpoint {checkpoint} (its noise schedule)"):
+        check_values({"diffusion": schedule}, rules)
+
+
+def check_guidance(guidance: Any, where: str) -> None:
+    """A guidance scale is a finite number >= 0 (0: the unconditional model, 1: the plain conditional
+    one); NaN would otherwise run to the end and write a run of black images."""
+    if isinstance(guidance, bool) or not isinstance(guidance, numbers.Real) or not math.isfinite(guidance) \
+            or guidance < 0:
+        raise GeoxaiError(f"{where} {guidance!r}: must be a finite number >= 0 (1 is the plain conditional model)")
+
+
 def _generate(run: Any, pipeline: Any, todo: list[tuple[Any, int, int]], descriptors: dict[str, torch.Tensor],
               steps: int, guidance: float, batch_size: int, desc: str, progress: bool) -> None:
-    """Generate ``todo`` (query, sample, seed) in batches, saving each batch as soon as it is done."""
+    """Generate ``todo`` (query, sample, seed) in batches, saving each batch as soon as it is done;
+    a batch with non-finite values stops the run before it is saved."""
+    from geoxai.ldm.pipeline import NonFiniteGeneration
+
     with tqdm(total=len(todo), desc=desc, unit="img", disable=not progress) as bar:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             batch_descriptors = torch.stack([descriptors[item.query_id] for item, _, _ in chunk])
             generators = [torch.Generator().manual_seed(int(s)) for _, _, s in chunk]
-            images = pipeline(batch_descriptors, num_inference_steps=steps, guidance=guidance,
-                              generator=generators, output="pil")
+            try:
+                images = pipeline(batch_descriptors, num_inference_steps=steps, guidance=guidance,
+                                  generator=generators, output="pil")
+            except NonFiniteGeneration as exc:
+                raise NonFiniteGeneration(f"{exc}; nothing was written for this batch (earlier batches are "
+                                          "kept)") from None
             run.save_images([(item, sample, s, image) for (item, sample, s), image in zip(chunk, images)])
             bar.update(len(chunk))
 

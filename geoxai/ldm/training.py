@@ -16,17 +16,28 @@ import copy
 import importlib.util
 import math
 import os
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
-from geoxai.config import merge
+from geoxai.config import (
+    BETAS,
+    COUNT,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    WHOLE_OR_OFF,
+    Number,
+    check_values,
+    merge,
+)
 from geoxai.errors import GeoxaiError, UnreadableImageError
 from geoxai.ldm.autoencoder import AUTOENCODER_DEFAULTS
 from geoxai.ldm.module import MODEL_SECTIONS, model_settings
-from geoxai.trainer import TRAINER_DEFAULTS
+from geoxai.trainer import TRAINER_DEFAULTS, TRAINER_RULES
 
 DATA_DEFAULTS: dict[str, Any] = {
     "train_dirs": [],  # image folders (any depth), e.g. a world's train/ and database/
@@ -58,10 +69,38 @@ LDM_DEFAULTS: dict[str, Any] = {
     "trainer": TRAINER_DEFAULTS,
 }
 
+# Every numeric key of an LDM config, checked before any work starts (image_size is also checked
+# against the autoencoder's downsampling factor once it is loaded: fit_to_models).
+LDM_RULES: dict[str, Number] = {
+    **TRAINER_RULES,
+    "data.image_size": COUNT, "data.batch_size": COUNT, "data.num_workers": WHOLE_OR_OFF,
+    "data.encode_batch_size": COUNT,
+    "logging.image_every_n_steps": WHOLE_OR_OFF, "logging.num_images": COUNT, "logging.sampler_steps": COUNT,
+    "logging.guidance": NON_NEGATIVE, "logging.checkpoint_every_n_steps": WHOLE_OR_OFF,
+    "unet.in_channels": COUNT, "unet.out_channels": Number(low=1, whole=True, optional=True),
+    "unet.sample_size": Number(low=1, whole=True, optional=True), "unet.model_channels": COUNT,
+    "unet.channel_mult": Number(low=1, whole=True, each=True),
+    "unet.attention_resolutions": Number(low=1, whole=True, each=True), "unet.num_res_blocks": COUNT,
+    "unet.num_heads": COUNT, "unet.num_head_channels": Number(low=1, whole=True, special=((-1, "use num_heads"),)),
+    "unet.transformer_depth": COUNT, "unet.norm_num_groups": COUNT,
+    "unet.dropout": Number(low=0, high=1, high_open=True),
+    "conditioning.num_tokens": COUNT, "conditioning.hidden_dim": Number(low=1, whole=True, optional=True),
+    "conditioning.p_uncond": Number(low=0, high=1, high_open=True),
+    "diffusion.num_train_timesteps": COUNT,
+    "diffusion.beta_start": Number(low=0, high=1, low_open=True, high_open=True),
+    "diffusion.beta_end": Number(low=0, high=1, low_open=True, high_open=True),
+    "diffusion.snr_gamma": Number(low=0, low_open=True, optional=True),
+    "diffusion.scale_factor": Number(low=0, low_open=True, optional=True),
+    "optim.base_lr": POSITIVE, "optim.warmup_steps": WHOLE_OR_OFF, "optim.warmup_start": PROBABILITY,
+    "optim.weight_decay": NON_NEGATIVE, "optim.betas": BETAS, "optim.ema_decay": PROBABILITY,
+}
+
 
 def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The config with every default filled in; unknown keys and missing essentials are errors."""
     config = merge(LDM_DEFAULTS, dict(config), "config")
+    check_values(config, LDM_RULES)
+    _check_previews(config)
     if config["stage"] != "ldm":
         raise GeoxaiError(f"config: stage is {config['stage']!r}; this trainer handles stage: ldm")
     if not config["output_dir"]:
@@ -74,11 +113,26 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if not config["embedder"]:
         raise GeoxaiError("config: embedder is empty; give a spec like {name: cosplace, backbone: resnet50, "
                           "dim: 512, weights: hub}")
-    for key in ("batch_size", "image_size", "encode_batch_size"):
-        if int(data[key]) < 1:
-            raise GeoxaiError(f"config: data.{key} must be at least 1 (got {data[key]})")
     config.update(model_settings(config))
     return config
+
+
+def _check_previews(config: dict[str, Any]) -> None:
+    """The preview sampler and its steps work on the config's noise schedule: checked now, not at the
+    first preview after thousands of training steps."""
+    from geoxai.errors import config_key
+    from geoxai.ldm.module import noise_scheduler_config
+    from geoxai.ldm.pipeline import SAMPLERS, build_scheduler, check_steps
+
+    logging = config["logging"]
+    if int(logging["image_every_n_steps"]) == 0 or int(logging["num_images"]) == 0:
+        return
+    if logging["sampler"] not in SAMPLERS:
+        raise GeoxaiError(f"{config_key('logging.sampler')}: {logging['sampler']!r} is not a sampler; use one of "
+                          f"{', '.join(SAMPLERS)}")
+    scheduler = build_scheduler(logging["sampler"], noise_scheduler_config(config))
+    check_steps(scheduler, int(logging["sampler_steps"]), logging["sampler"],
+                names=(config_key("logging.sampler_steps") + ":", "logging.sampler:"))
 
 
 def check_paths(config: dict[str, Any]) -> dict[str, Any]:
@@ -151,8 +205,7 @@ def training_images(train_dirs: list[str]) -> list[Path]:
 
 def preview_originals(paths: list[Path], count: int, image_size: int) -> tuple[torch.Tensor, list[Path]]:
     """``count`` readable images spread evenly over ``paths``, resized and centre-cropped."""
-    from geoxai.data.images import load_tensor
-    from geoxai.data.images import resize_center_crop
+    from geoxai.data.images import load_tensor, resize_center_crop
 
     if count <= 0 or not paths:
         return torch.zeros(0, 3, image_size, image_size), []
@@ -230,12 +283,21 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
     from geoxai.config import save_config
     from geoxai.devices import resolve_device
     from geoxai.embedders import from_spec
-    from geoxai.ldm.autoencoder import autoencoder_identity, encode_moments, load_autoencoder
+    from geoxai.errors import settings_from
+    from geoxai.ldm.autoencoder import (
+        autoencoder_identity,
+        encode_moments,
+        load_autoencoder,
+    )
     from geoxai.ldm.callbacks import LossCSV, PreviewGrid
     from geoxai.ldm.latent_cache import build_latent_cache
-    from geoxai.errors import settings_from
     from geoxai.ldm.module import LatentDiffusion, NonFiniteLossError
-    from geoxai.trainer import build_trainer, check_output_dir, resume_checkpoint, stage_info
+    from geoxai.trainer import (
+        build_trainer,
+        check_output_dir,
+        resume_checkpoint,
+        stage_info,
+    )
 
     config = check_paths(resolve_config(config))
     out = Path(config["output_dir"])

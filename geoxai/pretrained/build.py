@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import yaml
 
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, setting
 
 EMBEDDER_WEIGHTS = "model.safetensors"
 CARD = "MODEL_CARD.md"
@@ -145,6 +145,10 @@ def build(name: str, embedder_dir: str | Path, checkpoint: str | Path, segmenter
 
     if not pretrained.looks_like_name(name):
         raise GeoxaiError(f"name {name!r}: a shipped set is named by one word (letters, digits, -, _)")
+    if guidance is not None:  # checked here too, so that a set never carries a guidance sample refuses
+        from geoxai.ldm.sampling import check_guidance
+
+        check_guidance(guidance, setting("guidance"))
     target = Path(out) if out is not None else pretrained.ROOT / name
     with atomic_folder(target) as tmp:
         # The old set stays readable until the new one replaces it in one rename, so a shipped model

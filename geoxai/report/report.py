@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, setting
 from geoxai.files import atomic_save_image, atomic_write_text
 from geoxai.registry import did_you_mean
 from geoxai.report.evaluations import Evaluation, load_evaluation, report_warnings
@@ -114,7 +114,8 @@ def write_report(evaluations: Sequence[str | Path], out: str | Path,
     if out.exists() and not out.is_dir():
         raise GeoxaiError(f"{out}: is a file; give a folder for the report (it is created when missing)")
     if grid_rows < 1 or grid_samples < 1:
-        raise GeoxaiError(f"grid rows and samples must be at least 1 (got {grid_rows} and {grid_samples})")
+        raise GeoxaiError(f"{setting('grid_rows')} {grid_rows} / {setting('grid_samples')} {grid_samples}: "
+                          "each must be at least 1")
     loaded = [load_evaluation(folder) for folder in folders]
     _unique_labels(loaded)
 

@@ -31,11 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from geoxai.config import merge
-from geoxai.errors import GeoxaiError, UnreadableImageError
+from geoxai.config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, WHOLE_OR_OFF, Number, check_values, merge
+from geoxai.errors import GeoxaiError, UnreadableImageError, config_key
 from geoxai.segmentation import labels as L
 from geoxai.segmentation.synthcity import ARCHITECTURES, SegmentationNet, network_config, size_factor
-from geoxai.trainer import CHECKPOINT_NAME, TRAINER_DEFAULTS
+from geoxai.trainer import CHECKPOINT_NAME, TRAINER_DEFAULTS, TRAINER_RULES
 
 IGNORE = 255  # label id ignored by the loss and the scores (ids outside the canonical range)
 CLASS_WEIGHTS = (None, "inverse-sqrt-frequency")
@@ -73,6 +73,19 @@ DEFAULTS: dict[str, Any] = {
     "trainer": dict(TRAINER_DEFAULTS),
 }
 
+# Every numeric key of a segmenter config, checked before any work starts (multiples of the network's
+# size factor and the blur kernel's oddness are checked by training_config after them).
+RULES: dict[str, Number] = {
+    **TRAINER_RULES,
+    "data.image_size": COUNT, "data.crop_size": Number(low=1, whole=True, optional=True), "data.batch_size": COUNT,
+    "data.num_workers": WHOLE_OR_OFF, "model.widths": Number(low=1, whole=True, each=True),
+    "augment.brightness": NON_NEGATIVE, "augment.contrast": NON_NEGATIVE, "augment.saturation": NON_NEGATIVE,
+    "augment.hue": Number(low=0, high=0.5), "augment.blur": PROBABILITY,
+    "augment.blur_sigma": Number(low=0, low_open=True, each=True), "augment.blur_kernel": COUNT,
+    "optim.lr": POSITIVE, "optim.weight_decay": NON_NEGATIVE, "optim.warmup_steps": WHOLE_OR_OFF,
+    "checkpoint_every_n_steps": WHOLE_OR_OFF, "threads": Number(low=1, whole=True, optional=True),
+}
+
 
 # ------------------------------------------------------------------------------------- config
 def training_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -80,6 +93,7 @@ def training_config(config: Mapping[str, Any]) -> dict[str, Any]:
     from geoxai.protocols import check_protocol
 
     cfg = merge(DEFAULTS, dict(config), "segmenter config")
+    check_values(cfg, RULES)
     if cfg["stage"] != "segmenter":
         raise GeoxaiError(f"segmenter config: stage is {cfg['stage']!r}; this trainer handles stage: segmenter")
     if not cfg["output_dir"]:
@@ -106,17 +120,9 @@ def training_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if crop is not None and (not isinstance(crop, int) or crop <= 0 or crop % factor or crop > int(data["image_size"])):
         raise GeoxaiError(f"segmenter config: data.crop_size {crop!r} must be null or a positive multiple of {factor} "
                           f"no larger than data.image_size {data['image_size']}")
-    if cfg["threads"] is not None and (not isinstance(cfg["threads"], int) or cfg["threads"] <= 0):
-        raise GeoxaiError(f"segmenter config: threads {cfg['threads']!r} must be null or a positive integer")
-    for key in ("batch_size", "num_workers"):
-        if not isinstance(data[key], int) or data[key] < (1 if key == "batch_size" else 0):
-            raise GeoxaiError(f"segmenter config: data.{key} {data[key]!r} must be a "
-                              f"{'positive' if key == 'batch_size' else 'non-negative'} integer")
     if cfg["loss"]["class_weights"] not in CLASS_WEIGHTS:
         raise GeoxaiError(f"segmenter config: loss.class_weights {cfg['loss']['class_weights']!r}; use "
                           f"{' or '.join(str(w).replace('None', 'null') for w in CLASS_WEIGHTS)}")
-    if not 0.0 <= float(cfg["augment"]["blur"]) <= 1.0:
-        raise GeoxaiError(f"segmenter config: augment.blur {cfg['augment']['blur']!r} is a probability (0 to 1)")
     sigma = cfg["augment"]["blur_sigma"]
     if (not isinstance(sigma, (list, tuple)) or len(sigma) != 2
             or not all(isinstance(s, (int, float)) for s in sigma) or not 0 < sigma[0] <= sigma[1]):
@@ -136,7 +142,7 @@ def _check_folders(cfg: dict[str, Any]) -> None:
     named += [(f"data.{key}", data[key]) for key in ("val_dir", "test_dir") if data[key]]
     for key, folder in named:
         if not Path(folder).is_dir():
-            raise GeoxaiError(f"segmenter config: {key}: {folder} is not a folder; fix the path (relative paths are "
+            raise GeoxaiError(f"{config_key(key)}: {folder} is not a folder; fix the path (relative paths are "
                               f"read from the current directory, {Path.cwd()})")
     check_training_folders(data["train_dirs"], cfg["protocol"])
 
