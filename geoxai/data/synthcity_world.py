@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import shutil
@@ -174,6 +175,38 @@ def world_splits(folder: str | Path, root: Path) -> list[str]:
     return [parts[0]]
 
 
+def synthcity_place(path: str | Path) -> tuple[int, int] | None:
+    """(seed, place) of an image from its SynthCity file name (the seed from the UTM block its position
+    lies in), wherever the file now is; None for any other name."""
+    from geoxai.data.synthcity import (
+        ORIGIN_EAST,
+        ORIGIN_NORTH,
+        PLACE_SPACING_M,
+        SEED_BLOCK_EAST_M,
+        SEED_BLOCK_NORTH_M,
+        SEED_BLOCK_ROWS,
+    )
+    from geoxai.data.vpr import parse_name
+
+    try:
+        name = parse_name(path)
+        place = int(name.pano_id[1:]) if name.pano_id.startswith("p") else -1
+    except (GeoxaiError, ValueError):
+        return None
+    if name.note != "synthcity" or place < 0 or name.utm_east is None or name.utm_north is None:
+        return None
+    margin = PLACE_SPACING_M / 2  # the jitter is 2 m: half a spacing cannot cross into another block
+    column = math.floor((name.utm_east - ORIGIN_EAST + margin) / SEED_BLOCK_EAST_M)
+    row = math.floor((name.utm_north - ORIGIN_NORTH + margin) / SEED_BLOCK_NORTH_M)
+    seed = column * SEED_BLOCK_ROWS + row
+    if column < 0 or not 0 <= row < SEED_BLOCK_ROWS or not 0 <= seed <= MAX_SEED:
+        return None
+    east, north = SynthCity(seed=seed).place_utm(place)
+    if abs(east - name.utm_east) > margin or abs(north - name.utm_north) > margin:
+        return None  # the name's place and position disagree: not a name SynthCity wrote
+    return seed, place
+
+
 def _count_images(root: Path) -> int:
     count = 0
     for split in SPLITS:
@@ -210,7 +243,6 @@ def check_world_complete(folder: str | Path) -> tuple[Path, dict[str, Any]] | No
 def place_splits(city: SynthCity, places: int, test_fraction: float, val_fraction: float) -> list[str]:
     """``test``, ``val`` or ``train`` per place; validation places are spread evenly over the
     non-test places (the k-th one is validation where ``floor(f * (k + 1) + phase)`` steps up)."""
-    import math
 
     from geoxai.data.synthcity import _Rng
 

@@ -125,6 +125,7 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
     from geoxai.files import writable_folder
     from geoxai.ldm.loading import load_components, resolve_checkpoint
     from geoxai.ldm.pipeline import DescriptorDiffusionPipeline, build_scheduler, check_steps
+    from geoxai.protocols import generator_check
     from geoxai.runs import RUN_FILE, GenerationRun, plan_queries
 
     checkpoint, queries, out = resolve_checkpoint(checkpoint).resolve(), Path(queries).resolve(), Path(out)
@@ -157,6 +158,7 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
         "identities": dict(components.identities),
         "protocol": str(config.get("protocol") or "unknown (trained before protocols were recorded)"),
         "queries": str(queries), "image_size": image_size,
+        "protocol_check": generator_check(config, queries),  # refuses queries the generator trained on
     }
     fabric = _launched_fabric(devices, num_nodes, device)  # under a cluster launcher: every rank runs this
     if fabric is not None and fabric.global_rank != 0:

@@ -50,6 +50,7 @@ LDM_DEFAULTS: dict[str, Any] = {
     "stage": "ldm",
     "output_dir": None,
     "protocol": "unseen-places",  # unseen-places | seen-map: which places training may hold (geoxai.protocols)
+    "worlds": [],  # written by training: the SynthCity worlds and splits of data.train_dirs and the autoencoder's
     "data": DATA_DEFAULTS,
     "embedder": {},  # a geoxai.embedders.from_spec spec, passed through unchanged
     "autoencoder": AUTOENCODER_DEFAULTS,
@@ -85,10 +86,12 @@ def check_paths(config: dict[str, Any]) -> dict[str, Any]:
     """Every folder the config reads exists (checked before training, not when first read), and the
     paths stored in the checkpoint are absolute."""
     from geoxai.ldm.autoencoder_training import check_folders
-    from geoxai.protocols import check_training_folders
+    from geoxai.protocols import autoencoder_worlds, check_training_folders, training_worlds
 
     check_folders(config["data"]["train_dirs"], "data.train_dirs")
     check_training_folders(config["data"]["train_dirs"], config["protocol"])
+    config = {**config, "worlds": training_worlds(config["data"]["train_dirs"], "ldm")
+              + autoencoder_worlds(config["autoencoder"])}
     if config["data"]["val_queries"]:
         check_folders([config["data"]["val_queries"]], "data.val_queries")
     return absolute_paths(config)
