@@ -20,7 +20,12 @@ from geoxai.cli import cli
 from geoxai.data import synthcity_world
 from geoxai.data.synthcity import SynthCity
 from geoxai.data.synthcity_world import (
-    check_world_complete, image_name, synthcity_place, world_identity, world_params, write_world,
+    check_world_complete,
+    image_name,
+    synthcity_place,
+    world_identity,
+    world_params,
+    write_world,
 )
 from geoxai.errors import GeoxaiError
 

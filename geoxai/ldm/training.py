@@ -85,13 +85,13 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
 def check_paths(config: dict[str, Any]) -> dict[str, Any]:
     """Every folder the config reads exists (checked before training, not when first read), and the
     paths stored in the checkpoint are absolute."""
+    from geoxai import protocols
     from geoxai.ldm.autoencoder_training import check_folders
-    from geoxai.protocols import autoencoder_worlds, check_training_folders, training_worlds
 
     check_folders(config["data"]["train_dirs"], "data.train_dirs")
-    check_training_folders(config["data"]["train_dirs"], config["protocol"])
-    config = {**config, "worlds": training_worlds(config["data"]["train_dirs"], "ldm")
-              + autoencoder_worlds(config["autoencoder"])}
+    protocols.check_training_folders(config["data"]["train_dirs"], config["protocol"])
+    config = {**config, "worlds": protocols.training_worlds(config["data"]["train_dirs"], "ldm")
+              + protocols.autoencoder_worlds(config["autoencoder"])}
     if config["data"]["val_queries"]:
         check_folders([config["data"]["val_queries"]], "data.val_queries")
     return absolute_paths(config)
