@@ -21,8 +21,10 @@ from typing import Any
 import yaml
 
 from geoxai import pretrained
+from geoxai.data.synthcity import MIN_SIZE, SynthCity
 from geoxai.data.synthcity_world import (
     check_world_complete,
+    place_splits,
     synthcity_place,
     world_identity,
     world_splits,
@@ -171,9 +173,10 @@ def check_seen_places(worlds: list[dict[str, Any]] | None, folder: str | Path, p
     """Compare the images under ``folder`` (a generator's queries, or a database) with the training data
     ``worlds`` records; returns what was found, for run.yaml and results.json.
 
-    The very images in training are always refused; other images of the same places are refused under
-    ``unseen-places`` and recorded under ``seen-map``. A generator that records no worlds, and folders
-    outside any SynthCity world, are recorded as unchecked. ``queries=False`` (a retrieval database):
+    The very images in training are always refused; other images of the same places (a place is its
+    world's seed and its index, read from the world's parameters or, outside a world, from the file
+    names) are refused under ``unseen-places`` and recorded under ``seen-map``. A generator that
+    records no worlds, and images that are not SynthCity's, are recorded as unchecked. ``queries=False`` (a retrieval database):
     images in training are places seen, not a refusal in themselves (``seen-map`` trains on the map).
     """
     found = check_world_complete(folder)
@@ -181,45 +184,54 @@ def check_seen_places(worlds: list[dict[str, Any]] | None, folder: str | Path, p
     if worlds is None:
         return {"result": "not checked: the generator does not record the worlds it trained on", "protocol": protocol}
     check: dict[str, Any] = {"protocol": protocol, "folder": str(Path(folder).resolve())}
-    seen: list[dict[str, Any]] = []
     if found is not None:
         root, params = found
         identity, splits = world_identity(params), world_splits(folder, root)
         check.update(world=identity, splits=splits)
-        groups = {_PLACE_GROUPS.get(split, split) for split in splits}
+        mine = _world_places(params, splits)
         for record in worlds:
-            if record.get("world") != identity:
-                continue
-            same = sorted(set(record.get("splits") or []) & set(splits))
+            same = sorted(set(record.get("splits") or []) & set(splits)) if record.get("world") == identity else []
             if same and queries:
                 raise GeoxaiError(f"{option} {folder}: these very images ({', '.join(same)}/ of the SynthCity world "
                                   f"{identity}) are in the training data of the generator's {record.get('stage')} "
                                   f"({record.get('folder')}); no protocol evaluates a generator on its training "
                                   "images; give the queries of places it did not train on")
-            shared = sorted({_PLACE_GROUPS.get(s, s) for s in record.get("splits") or []} & groups)
-            if shared:
-                seen.append({"stage": record.get("stage"), "folder": record.get("folder"), "places": shared[0]})
-    mine = _names_places(folder)
+    else:
+        mine = _names_places(folder)
+    seen: list[dict[str, Any]] = []
     for record in worlds:
         if record.get("world") is not None:
-            continue
-        overlap = {seed: places & _parse_ranges((record.get("places") or {}).get(str(seed), ""))
-                   for seed, places in mine.items()}
-        count = sum(len(places) for places in overlap.values())
+            trained = _world_places(record.get("settings") or {}, record.get("splits") or [])
+        else:
+            trained = {int(seed): _parse_ranges(text) for seed, text in (record.get("places") or {}).items()}
+        count = sum(len(places & trained.get(seed, set())) for seed, places in mine.items())
         if count:
-            seen.append({"stage": record.get("stage"), "folder": record.get("folder"), "places": f"{count} places"})
+            seen.append({"stage": record.get("stage"), "folder": record.get("folder"), "places": count})
     if not seen:
-        check["result"] = ("unseen: no place of these images is in the generator's training data"
-                           if found is not None or mine else "not checked: not SynthCity images")
+        check["result"] = ("unseen: no place of these images is in the generator's training data" if mine
+                           else "not checked: not SynthCity images")
         return check
     first = seen[0]
     if protocol == UNSEEN_PLACES:
-        raise GeoxaiError(f"{option} {folder}: its places ({first['places']}) are in the training data of the "
+        raise GeoxaiError(f"{option} {folder}: {first['places']} of its places are in the training data of the "
                           f"generator's {first['stage']} ({first['folder']}), which the protocol {UNSEEN_PLACES} "
                           "keeps out; give the queries of places it did not train on, or a generator trained under "
                           f"protocol: {SEEN_MAP}")
     check.update(result=f"{SEEN_MAP}: the places of these images are in the generator's training data", seen=seen)
     return check
+
+
+def _world_places(params: Mapping[str, Any], splits: Sequence[str]) -> dict[int, set[int]]:
+    """Places per seed of ``splits`` of the world ``params``, from its parameters (a place is its seed
+    and index: the same place in a world of another size or other fractions is still that place)."""
+    try:
+        city = SynthCity(seed=int(params["seed"]), size=max(int(params.get("size", MIN_SIZE)), MIN_SIZE))
+        roles = place_splits(city, int(params["places"]), float(params["test_fraction"]),
+                             float(params.get("val_fraction", 0.0)))
+    except (KeyError, TypeError, ValueError, GeoxaiError):
+        return {}
+    wanted = {_PLACE_GROUPS.get(split, split) for split in splits}
+    return {city.seed: {place for place, role in enumerate(roles) if role in wanted}}
 
 
 def generator_check(config: Mapping[str, Any], queries: str | Path) -> dict[str, Any]:

@@ -122,10 +122,10 @@ def test_queries_of_places_in_training_are_refused_or_recorded(world, tmp_path):
     assert check_seen_places(train, world / "queries", "unseen-places", "--queries")["result"].startswith("unseen")
 
     database = training_worlds([world / "database"], "ldm")
-    with pytest.raises(GeoxaiError, match=r"--queries .*queries: its places \(test\) are in the training data"):
+    with pytest.raises(GeoxaiError, match=r"--queries .*queries: \d+ of its places are in the training data"):
         check_seen_places(database, world / "queries", "unseen-places", "--queries")
     check = check_seen_places(database, world / "queries", "seen-map", "--queries")
-    assert check["result"].startswith("seen-map") and check["seen"][0]["places"] == "test"
+    assert check["result"].startswith("seen-map") and check["seen"][0]["places"] == len(list((world / "database").glob("*.png")))
 
     queries = training_worlds([world / "queries"], "autoencoder")
     for protocol in ("unseen-places", "seen-map"):
@@ -135,11 +135,11 @@ def test_queries_of_places_in_training_are_refused_or_recorded(world, tmp_path):
     # the same world rendered into another folder is the same world; a copied-out folder shows its places
     elsewhere = tmp_path / "again"
     shutil.copytree(world, elsewhere)
-    with pytest.raises(GeoxaiError, match="its places"):
+    with pytest.raises(GeoxaiError, match="of its places"):
         check_seen_places(training_worlds([elsewhere / "database"], "ldm"), world / "queries", "unseen-places", "-q")
     merged = tmp_path / "merged" / "train"
     shutil.copytree(world / "database", merged)
-    with pytest.raises(GeoxaiError, match=r"its places \(\d+ places\) are in the training data"):
+    with pytest.raises(GeoxaiError, match=r"\d+ of its places are in the training data"):
         check_seen_places(training_worlds([merged], "ldm"), world / "queries", "unseen-places", "--queries")
     # a database (evaluate --database) in training is the seen-map protocol's map, not a refusal in itself
     check = check_seen_places(database, world, "seen-map", "--database", queries=False)
@@ -215,7 +215,7 @@ def test_sample_refuses_queries_the_generator_trained_on_and_records_the_check(w
                                         "--out", str(tmp_path / out), "--samples", "1", "--steps", "1", "--limit", "1"])
 
     result = sample(with_worlds("db.ckpt", [world / "train", world / "database"], "unseen-places"), "refused")
-    assert result.exit_code == 2 and result.output.count("\n") == 1 and "its places (test)" in result.output
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "of its places are in the training data" in result.output
     assert not (tmp_path / "refused").exists()
     result = sample(with_worlds("map.ckpt", [world / "train", world / "database"], "seen-map"), "map")
     assert result.exit_code == 0, result.output
@@ -241,3 +241,21 @@ def test_evaluate_checks_the_database_against_the_runs_generator(world):
     check = run_check(settings, world)
     assert check["database"]["result"].startswith("seen-map") and check["queries"]["result"].startswith("seen-map")
     assert run_check({}, world)["result"].startswith("not checked")
+
+
+def test_a_place_is_its_seed_and_index_in_any_world_or_folder(world, tmp_path):
+    """Queries copied out of their world, and a world of the same seed with other fractions whose
+    training places include this world's test places: both are caught by place, not by folder."""
+    from geoxai.data.synthcity_world import write_world
+    from geoxai.protocols import check_seen_places, training_worlds
+
+    copied = tmp_path / "copied"
+    shutil.copytree(world / "queries", copied)
+    with pytest.raises(GeoxaiError, match="of its places are in the training data of the generator's ldm"):
+        check_seen_places(training_worlds([world / "database"], "ldm"), copied, "unseen-places", "--queries")
+    assert check_seen_places(training_worlds([world / "train"], "ldm"), copied, "unseen-places",
+                             "--queries")["result"].startswith("unseen")
+    other = tmp_path / "other"  # seed 3 again, bigger images, fewer test places
+    write_world(other, progress=False, **{**WORLD, "size": 40, "test_fraction": 0.2})
+    with pytest.raises(GeoxaiError, match="of its places are in the training data"):
+        check_seen_places(training_worlds([other / "train"], "ldm"), world / "queries", "unseen-places", "--queries")
