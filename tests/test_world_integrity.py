@@ -132,7 +132,7 @@ def test_missing_images_or_metadata_make_a_complete_world_half_written(complete,
     copy = tmp_path / "copy"
     shutil.copytree(complete, copy)
     (copy / "metadata.csv").unlink()
-    with pytest.raises(GeoxaiError, match=r"did not finish \(12 of 12 images\)"):
+    with pytest.raises(GeoxaiError, match=r"did not finish \(12 of 12 images but no metadata.csv, which is written last\)"):
         check_world_complete(copy / "database")
     shutil.copy(complete / "metadata.csv", copy / "metadata.csv")
     next((copy / "train").glob("*.png")).unlink()

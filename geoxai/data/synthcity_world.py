@@ -137,9 +137,9 @@ def world_identity(params: dict[str, Any]) -> str:
 
 def rerun_command(out: Path, params: dict[str, Any]) -> str:
     """The ``geoxai data synthcity`` command that writes (or completes) the world ``params``."""
-    return (f"geoxai data synthcity --out {out} --places {params.get('places')} --visits {params.get('visits')} "
-            f"--size {params.get('size')} --seed {params.get('seed')} --test-fraction {params.get('test_fraction')} "
-            f"--val-fraction {params.get('val_fraction', 0.0)}")
+    options = [f"--{key.replace('_', '-')} {params[key]}" for key in ("places", "visits", "size", "seed", "test_fraction")
+               if params.get(key) is not None]
+    return " ".join([f"geoxai data synthcity --out {out}", *options, f"--val-fraction {params.get('val_fraction', 0.0)}"])
 
 
 def read_params(root: Path) -> dict[str, Any] | None:
@@ -235,8 +235,10 @@ def check_world_complete(folder: str | Path) -> tuple[Path, dict[str, Any]] | No
                           f"re-render it with `geoxai data synthcity --out {root} --overwrite`") from None
     images = _count_images(root)
     if images < expected or not (root / METADATA_FILE).is_file():
-        raise GeoxaiError(f"{root}: a SynthCity world whose rendering did not finish ({min(images, expected)} of "
-                          f"{expected} images); re-run `{rerun_command(root, params)}` to complete it")
+        counts = (f"{images} of {expected} images" if images < expected
+                  else f"{expected} of {expected} images but no {METADATA_FILE}, which is written last")
+        raise GeoxaiError(f"{root}: a SynthCity world whose rendering did not finish ({counts}); "
+                          f"re-run `{rerun_command(root, params)}` to complete it")
     return root, params
 
 
