@@ -215,8 +215,8 @@ def check_seen_places(worlds: list[dict[str, Any]] | None, folder: str | Path, p
     if protocol == UNSEEN_PLACES:
         raise GeoxaiError(f"{option} {folder}: {first['places']} of its places are in the training data of the "
                           f"generator's {first['stage']} ({first['folder']}), which the protocol {UNSEEN_PLACES} "
-                          "keeps out; give the queries of places it did not train on, or a generator trained under "
-                          f"protocol: {SEEN_MAP}")
+                          f"keeps out; give {'queries' if queries else 'a database'} of places it did not train on, "
+                          f"or a generator trained under protocol: {SEEN_MAP}")
     check.update(result=f"{SEEN_MAP}: the places of these images are in the generator's training data", seen=seen)
     return check
 
@@ -252,6 +252,7 @@ def run_check(settings: Mapping[str, Any], database: str | Path | None) -> dict[
     check: dict[str, Any] = {"queries": {k: v for k, v in recorded.items() if k != "generator_worlds"}}
     if settings.get("queries") and Path(str(settings["queries"])).is_dir():
         check["queries"] = check_seen_places(worlds, str(settings["queries"]), protocol, "the run's queries")
-    if database is not None:
-        check["database"] = check_seen_places(worlds, database, protocol, "--database", queries=False)
+    if database is not None:  # the images evaluate reads: DIR/database when there is one (a world's root)
+        images = Path(database) / "database" if (Path(database) / "database").is_dir() else Path(database)
+        check["database"] = check_seen_places(worlds, images, protocol, "--database", queries=False)
     return check

@@ -241,6 +241,10 @@ def test_evaluate_checks_the_database_against_the_runs_generator(world):
     check = run_check(settings, world)
     assert check["database"]["result"].startswith("seen-map") and check["queries"]["result"].startswith("seen-map")
     assert run_check({}, world)["result"].startswith("not checked")
+    # a world's root as --database is its database/ (what evaluate reads), not its train/ too
+    trained = {"protocol": "unseen-places", "generator_worlds": training_worlds([world / "train"], "ldm")}
+    check = run_check({"queries": str(world / "queries"), "protocol_check": trained}, world)
+    assert check["database"]["splits"] == ["database"] and check["database"]["result"].startswith("unseen")
 
 
 def test_a_place_is_its_seed_and_index_in_any_world_or_folder(world, tmp_path):
