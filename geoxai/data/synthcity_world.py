@@ -20,13 +20,16 @@ the result is byte-identical to an uninterrupted run.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import math
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -41,8 +44,19 @@ import yaml
 from PIL import Image
 from tqdm.auto import tqdm
 
-from geoxai.data.synthcity import MAX_PLACES, MAX_SEED, MIN_SIZE, SynthCity
-from geoxai.data.vpr import VPRName, format_name
+from geoxai.data.synthcity import (
+    MAX_PLACES,
+    MAX_SEED,
+    MIN_SIZE,
+    ORIGIN_EAST,
+    ORIGIN_NORTH,
+    PLACE_SPACING_M,
+    SEED_BLOCK_EAST_M,
+    SEED_BLOCK_NORTH_M,
+    SEED_BLOCK_ROWS,
+    SynthCity,
+)
+from geoxai.data.vpr import VPRName, format_name, parse_name
 from geoxai.errors import GeoxaiError
 from geoxai.files import atomic_save_image, atomic_write_text, writable_folder
 from geoxai.segmentation import labels as L
@@ -178,16 +192,6 @@ def world_splits(folder: str | Path, root: Path) -> list[str]:
 def synthcity_place(path: str | Path) -> tuple[int, int] | None:
     """(seed, place) of an image from its SynthCity file name (the seed from the UTM block its position
     lies in), wherever the file now is; None for any other name."""
-    from geoxai.data.synthcity import (
-        ORIGIN_EAST,
-        ORIGIN_NORTH,
-        PLACE_SPACING_M,
-        SEED_BLOCK_EAST_M,
-        SEED_BLOCK_NORTH_M,
-        SEED_BLOCK_ROWS,
-    )
-    from geoxai.data.vpr import parse_name
-
     try:
         name = parse_name(path)
         place = int(name.pano_id[1:]) if name.pano_id.startswith("p") else -1
@@ -406,9 +410,6 @@ def _end_with_parent(parent: int) -> None:
     SIGKILL, which gives the pool no chance to stop its workers. On Linux the kernel sends SIGTERM
     (prctl PR_SET_PDEATHSIG); elsewhere a daemon thread checks every second whether the parent is gone."""
     if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) == 0:  # 1 = PR_SET_PDEATHSIG
@@ -417,7 +418,6 @@ def _end_with_parent(parent: int) -> None:
                 return
         except (OSError, AttributeError):
             pass
-    import threading
 
     def watch() -> None:
         while os.getppid() == parent:
