@@ -229,11 +229,13 @@ def evaluate_retrieval(dataset: str | Path, spec: Mapping[str, Any], out: str | 
     row per query) and the descriptors; the output folder is checked before any work.
     """
     from geoxai.data.digests import find_duplicates
+    from geoxai.data.synthcity_world import check_world_complete
     from geoxai.data.vpr import VPRTestSet
     from geoxai.domain import check_domain, embedder_model
     from geoxai.embedders import from_spec
     from geoxai.embedders.descriptors import embed_files
 
+    check_world_complete(dataset)  # a half-written SynthCity world: one line naming the command that completes it
     test_set = VPRTestSet(dataset, labels=labels, radius=radius)
     out = Path(out) if out is not None else None
     if out is not None:

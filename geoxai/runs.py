@@ -39,6 +39,7 @@ QUERIES_COLUMNS = ("query_id", "query_index", "query_path", "samples", "utm_east
 # Settings that do not change what an image looks like: a resume may change them.
 NON_GENERATION_KEYS = frozenset({"format", "created", "updated", "geoxai_version", "batch_size", "device", "checkpoint",
                                  "limit", "progress", "num_workers", "domain", "random_weights"})
+NON_GENERATION_KEYS |= {"protocol_check"}  # what geoxai.protocols found about the queries: a record, not a setting
 _IMAGE_NAME = re.compile(r"^(\d+)\.png$")
 _TEXT_KEY = "geoxai:"  # prefix of the PNG text chunks that make each image self-describing
 

@@ -18,6 +18,7 @@ from geoxai.data.vpr import (
 )
 from geoxai.data.digests import Duplicates, find_duplicates
 from geoxai.data.images import image_size
+from geoxai.data.synthcity_world import check_world_complete
 from geoxai.errors import GeoxaiError, UnreadableImageError
 
 PARTS = ("train", "database", "queries")
@@ -178,6 +179,7 @@ def dataset_info(folder: str | Path, radius: float = 25.0, labels: bool = True, 
                           "train/, or a folder of images)")
     if not radius >= 0:
         raise GeoxaiError(f"--radius must be a distance in metres >= 0 (got {radius})")
+    check_world_complete(folder)  # a half-written SynthCity world: one line naming the command that completes it
     names = [name for name in PARTS if (folder / name).is_dir()]
     targets = [(name, folder / name) for name in names] or [(folder.name or str(folder), folder)]
     result = DatasetInfo(folder=folder, parts=[], radius=radius, labels=labels, decoded=decode)

@@ -50,6 +50,16 @@ HEADING_OFFSET_DEG = 15.0
 PLACE_SPACING_M = 30.0
 PLACES_PER_STREET = 40
 POSITION_JITTER_M = 2.0  # radius of the per-visit camera position jitter (2 + 2 + 25 < 30)
+# Each seed has its own block of the grid, so worlds of different seeds never share a position and a
+# folder that merges them holds no false positives: block k = seed lies seed % SEED_BLOCK_ROWS blocks
+# north and seed // SEED_BLOCK_ROWS blocks east of the origin (seed 0 keeps the origin). A block
+# holds MAX_PLACES places (1000 streets, 30 km) with a 300 m gap east of its 1.2 km wide streets, and
+# the 160 x 180 blocks stay within latitudes 37.7 to 81 degrees.
+MAX_PLACES = 40000
+SEED_BLOCK_NORTH_M = PLACE_SPACING_M * MAX_PLACES / PLACES_PER_STREET
+SEED_BLOCK_EAST_M = PLACE_SPACING_M * PLACES_PER_STREET + 300.0
+SEED_BLOCK_ROWS, SEED_BLOCK_COLUMNS = 160, 180
+MAX_SEED = SEED_BLOCK_ROWS * SEED_BLOCK_COLUMNS - 1
 DEGREES_PER_DESIGN_PIXEL = 0.7  # a camera shift of dx design pixels is a yaw of 0.7 * dx degrees
 
 
@@ -276,6 +286,12 @@ _POLE_SIGN_KINDS = ("round", "blue_round", "triangle", "diamond", "rect", "stree
 
 
 # ---------------------------------------------------------------------------------- the world
+def seed_origin(seed: int) -> tuple[float, float]:
+    """UTM (east, north) of place 0 of the world ``seed``: the south-west corner of the seed's block."""
+    column, row = divmod(int(seed), SEED_BLOCK_ROWS)
+    return ORIGIN_EAST + SEED_BLOCK_EAST_M * column, ORIGIN_NORTH + SEED_BLOCK_NORTH_M * row
+
+
 class SynthCity:
     """A deterministic procedural street world; see the module docstring.
 
@@ -283,8 +299,9 @@ class SynthCity:
     """
 
     def __init__(self, seed: int = 0, size: int = 128):
-        if int(seed) != seed or seed < 0:
-            raise GeoxaiError(f"SynthCity seed must be an integer >= 0 (got {seed!r})")
+        if int(seed) != seed or not 0 <= seed <= MAX_SEED:
+            raise GeoxaiError(f"SynthCity seed must be an integer from 0 to {MAX_SEED} (got {seed!r}): "
+                              "each seed has its own block of UTM coordinates")
         if int(size) != size or size < MIN_SIZE:
             raise GeoxaiError(f"SynthCity size must be an integer >= {MIN_SIZE} pixels (got {size!r})")
         self.seed = int(seed)
@@ -294,9 +311,11 @@ class SynthCity:
 
     # ----------------------------------------------------------------------- where places are
     def place_utm(self, place: int) -> tuple[float, float]:
-        """UTM (east, north) of a place: streets of 40 places, places and streets 30 m apart."""
+        """UTM (east, north) of a place: streets of 40 places, places and streets 30 m apart, in the
+        seed's own block (``seed_origin``)."""
         row, col = divmod(int(place), PLACES_PER_STREET)
-        return ORIGIN_EAST + PLACE_SPACING_M * col, ORIGIN_NORTH + PLACE_SPACING_M * row
+        east, north = seed_origin(self.seed)
+        return east + PLACE_SPACING_M * col, north + PLACE_SPACING_M * row
 
     def visit_utm(self, place: int, visit: int) -> tuple[float, float]:
         """The camera position of one visit: the place position jittered by at most 2 m."""

@@ -2,14 +2,17 @@
 
 Layout of ``out``::
 
-    synthcity.yaml          world parameters (written first: marks the folder as this world)
+    synthcity.yaml          world parameters (written first: marks the folder as this world and
+                            records the arguments that complete it)
     train/<name>.png        every visit of the training places
     database/<name>.png     visit 0 of the held-out test places
     queries/<name>.png      visits 1.. of the held-out test places
     val/database/, val/queries/   the same for validation places (training-side places held out
                             from train/ so that choices are tuned on places nothing was trained on)
     labels/<split>/<name>.png   canonical label ids, one channel, mirroring the image paths
-    metadata.csv            one row per image: place, visit, split, position, every factor
+    metadata.csv            one row per image: place, visit, split, position, every factor (written
+                            last: a world without it, or with fewer images than its parameters
+                            promise, is half-written and refused by every command that reads it)
 
 Everything is deterministic, so a re-run with the same parameters writes only what is missing and
 the result is byte-identical to an uninterrupted run.
@@ -17,11 +20,16 @@ the result is byte-identical to an uninterrupted run.
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import json
+import math
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -36,14 +44,26 @@ import yaml
 from PIL import Image
 from tqdm.auto import tqdm
 
-from geoxai.data.synthcity import MIN_SIZE, SynthCity
-from geoxai.data.vpr import VPRName, format_name
+from geoxai.data.synthcity import (
+    MAX_PLACES,
+    MAX_SEED,
+    MIN_SIZE,
+    ORIGIN_EAST,
+    ORIGIN_NORTH,
+    PLACE_SPACING_M,
+    SEED_BLOCK_EAST_M,
+    SEED_BLOCK_NORTH_M,
+    SEED_BLOCK_ROWS,
+    SynthCity,
+)
+from geoxai.data.vpr import VPRName, format_name, parse_name
 from geoxai.errors import GeoxaiError, setting
 from geoxai.files import atomic_save_image, atomic_write_text, writable_folder
 from geoxai.segmentation import labels as L
 
 FORMAT_VERSION = 1
 PARAMS_FILE = "synthcity.yaml"
+METADATA_FILE = "metadata.csv"
 WORLD_ENTRIES = ("train", "database", "queries", "val", "labels", "metadata.csv", PARAMS_FILE)
 SPLITS = ("train", "database", "queries", "val/database", "val/queries")
 
@@ -58,6 +78,12 @@ def approximate_lat_lon(east: float, north: float) -> tuple[float, float]:
     """WGS84 (lat, lon) of a UTM 10 S position near San Francisco (linear approximation)."""
     return (round(_LAT0 + (north - _ORIGIN[1]) * _DEG_LAT_PER_M, 6),
             round(_LON0 + (east - _ORIGIN[0]) * _DEG_LON_PER_M, 6))
+
+
+def zone_letter(lat: float) -> str:
+    """The UTM latitude band (8 degrees each from 80 S): S near San Francisco, further north for the
+    blocks of higher seeds."""
+    return "CDEFGHJKLMNPQRSTUVWX"[min(max(int((lat + 80.0) // 8), 0), 19)]
 
 
 def visit_timestamp(seed: int, visit: int) -> str:
@@ -112,13 +138,117 @@ def world_params(places: int, visits: int, size: int, seed: int, test_fraction: 
               "places": int(places), "visits": int(visits), "test_fraction": float(test_fraction)}
     if val_fraction:  # absent for worlds without validation places, so their parameters stay as before
         params["val_fraction"] = float(val_fraction)
+    if seed:  # places in the seed's own UTM block (seed 0's block is where every world used to be)
+        params["coordinates"] = "seed-block"
     return params
+
+
+def world_identity(params: dict[str, Any]) -> str:
+    """A world's identity: a hash of the parameters that generate it (not of where it lies)."""
+    canonical = json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def rerun_command(out: Path, params: dict[str, Any]) -> str:
+    """The ``geoxai data synthcity`` command that writes (or completes) the world ``params``."""
+    options = [f"--{key.replace('_', '-')} {params[key]}" for key in ("places", "visits", "size", "seed", "test_fraction")
+               if params.get(key) is not None]
+    return " ".join([f"geoxai data synthcity --out {out}", *options, f"--val-fraction {params.get('val_fraction', 0.0)}"])
+
+
+def read_params(root: Path) -> dict[str, Any] | None:
+    """The parameters in ``root/synthcity.yaml``, or None when it holds no SynthCity world."""
+    try:
+        params = yaml.safe_load((root / PARAMS_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return params if isinstance(params, dict) and params.get("format") == "synthcity" else None
+
+
+def find_world(folder: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The SynthCity world ``folder`` is (or lies inside): its root and parameters, else None."""
+    folder = Path(folder).resolve()
+    for root in (folder, *folder.parents):
+        if (root / PARAMS_FILE).is_file():
+            params = read_params(root)
+            if params is not None:
+                return root, params
+    return None
+
+
+def world_splits(folder: str | Path, root: Path) -> list[str]:
+    """The splits (``train``, ``database``, ``val/queries``...) of the world ``root`` under ``folder``."""
+    parts = Path(folder).resolve().relative_to(root).parts
+    if parts[:1] == ("labels",):
+        parts = parts[1:]
+    if not parts:
+        return [split for split in SPLITS if (root / split).is_dir()]
+    if parts[0] == "val":
+        return [f"val/{parts[1]}"] if len(parts) > 1 and parts[1] in ("database", "queries") else \
+            [split for split in SPLITS if split.startswith("val/")]
+    return [parts[0]]
+
+
+def synthcity_place(path: str | Path) -> tuple[int, int] | None:
+    """(seed, place) of an image from its SynthCity file name (the seed from the UTM block its position
+    lies in), wherever the file now is; None for any other name."""
+    try:
+        name = parse_name(path)
+        place = int(name.pano_id[1:]) if name.pano_id.startswith("p") else -1
+    except (GeoxaiError, ValueError):
+        return None
+    if name.note != "synthcity" or place < 0 or name.utm_east is None or name.utm_north is None:
+        return None
+    margin = PLACE_SPACING_M / 2  # the jitter is 2 m: half a spacing cannot cross into another block
+    column = math.floor((name.utm_east - ORIGIN_EAST + margin) / SEED_BLOCK_EAST_M)
+    row = math.floor((name.utm_north - ORIGIN_NORTH + margin) / SEED_BLOCK_NORTH_M)
+    seed = column * SEED_BLOCK_ROWS + row
+    if column < 0 or not 0 <= row < SEED_BLOCK_ROWS or not 0 <= seed <= MAX_SEED:
+        return None
+    east, north = SynthCity(seed=seed).place_utm(place)
+    if abs(east - name.utm_east) > margin or abs(north - name.utm_north) > margin:
+        return None  # the name's place and position disagree: not a name SynthCity wrote
+    return seed, place
+
+
+def _count_images(root: Path) -> int:
+    count = 0
+    for split in SPLITS:
+        try:
+            with os.scandir(root / split) as entries:
+                count += sum(entry.name.endswith(".png") and entry.is_file() for entry in entries)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return count
+
+
+def check_world_complete(folder: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """Refuse a folder inside a SynthCity world whose rendering did not finish; the world otherwise.
+
+    A world is complete once ``metadata.csv`` (written last) exists and every image its parameters
+    promise is on disk. Folders outside any SynthCity world return None and are not checked.
+    """
+    found = find_world(folder)
+    if found is None:
+        return None
+    root, params = found
+    try:
+        expected = int(params["places"]) * int(params["visits"])
+    except (KeyError, TypeError, ValueError):
+        raise GeoxaiError(f"{root}: its {PARAMS_FILE} is not a SynthCity world's parameters ({_describe(params)}); "
+                          f"re-render it with `geoxai data synthcity --out {root} --overwrite`") from None
+    images = _count_images(root)
+    if images < expected or not (root / METADATA_FILE).is_file():
+        counts = (f"{images} of {expected} images" if images < expected
+                  else f"{expected} of {expected} images but no {METADATA_FILE}, which is written last")
+        raise GeoxaiError(f"{root}: a SynthCity world whose rendering did not finish ({counts}); "
+                          f"re-run `{rerun_command(root, params)}` to complete it")
+    return root, params
 
 
 def place_splits(city: SynthCity, places: int, test_fraction: float, val_fraction: float) -> list[str]:
     """``test``, ``val`` or ``train`` per place; validation places are spread evenly over the
     non-test places (the k-th one is validation where ``floor(f * (k + 1) + phase)`` steps up)."""
-    import math
 
     from geoxai.data.synthcity import _Rng
 
@@ -143,8 +273,12 @@ def _validate(city_places: int, visits: int, size: int, seed: int, test_fraction
                           f"(got {visits})")
     if size < MIN_SIZE:
         raise GeoxaiError(f"{setting('size')} must be >= {MIN_SIZE} pixels (got {size})")
-    if seed < 0:
-        raise GeoxaiError(f"{setting('seed')} must be >= 0 (got {seed})")
+    if city_places > MAX_PLACES:
+        raise GeoxaiError(f"{setting('places')} must be <= {MAX_PLACES}, the places of one seed's block of UTM "
+                          f"coordinates (got {city_places}); render more seeds instead")
+    if not 0 <= seed <= MAX_SEED:
+        raise GeoxaiError(f"{setting('seed')} must be from 0 to {MAX_SEED}: each seed has its own block of UTM "
+                          f"coordinates (got {seed})")
     if not 0.0 < test_fraction < 1.0:
         raise GeoxaiError(f"{setting('test_fraction')} must be between 0 and 1, exclusive (got {test_fraction})")
     if not 0.0 <= val_fraction < 1.0:
@@ -171,6 +305,11 @@ def _prepare(out: Path, params: dict[str, Any], overwrite: bool) -> None:
             existing = None
         if existing == params:
             return
+        if not overwrite and isinstance(existing, dict) and params.get("coordinates") and \
+                existing == {k: v for k, v in params.items() if k != "coordinates"}:
+            raise GeoxaiError(f"--out {out} holds this world as rendered before each seed had its own UTM block "
+                              f"(its file names put the places on seed 0's positions); use --overwrite to "
+                              "re-render it, or another --out")
         if not overwrite:
             raise GeoxaiError(f"--out {out} holds a different SynthCity world ({_describe(existing)}); "
                               "use --overwrite to replace it, or another --out")
@@ -200,7 +339,7 @@ def image_name(city: SynthCity, place: int, visit: int, heading: float | None = 
     heading = city.visit_heading(place, visit) if heading is None else heading
     lat, lon = approximate_lat_lon(east, north)
     return format_name(VPRName(
-        utm_east=east, utm_north=north, zone_number="10", zone_letter="S", lat=lat, lon=lon,
+        utm_east=east, utm_north=north, zone_number="10", zone_letter=zone_letter(lat), lat=lat, lon=lon,
         pano_id=f"p{place:05d}", tile_num=str(visit), heading=heading, pitch=0.0,
         roll=0.0, height=2.5, timestamp=visit_timestamp(city.seed, visit), note="synthcity"), ".png")
 
@@ -266,6 +405,28 @@ def _write_place(out: Path, seed: int, size: int, visits: int, splits: list[str]
     return rows
 
 
+def _end_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when the ``geoxai`` process that started it dies, even by
+    SIGKILL, which gives the pool no chance to stop its workers. On Linux the kernel sends SIGTERM
+    (prctl PR_SET_PDEATHSIG); elsewhere a daemon thread checks every second whether the parent is gone."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) == 0:  # 1 = PR_SET_PDEATHSIG
+                if os.getppid() != parent:  # the parent died before the request took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
+
+
 def _default_workers(images: int) -> int:
     """Two processes for worlds big enough to pay for them (rendering is CPU-bound numpy + zlib)."""
     return min(2, os.cpu_count() or 1) if images >= 400 else 1
@@ -295,7 +456,8 @@ def write_world(out: str | Path, places: int = 200, visits: int = 6, size: int =
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if sys.platform.startswith("linux")
                                                   and "fork" in methods else None)
-            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_end_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
                 for place_rows in pool.map(job, range(places), chunksize=2):
                     rows.extend(place_rows)
                     bar.update(len(place_rows))
@@ -308,7 +470,7 @@ def write_world(out: str | Path, places: int = 200, visits: int = 6, size: int =
     pixels = np.sum([row.pop("_pixels") for row in rows], axis=0)
     skipped = sum(row.pop("_complete") for row in rows)
     table = pd.DataFrame(rows)
-    atomic_write_text(out / "metadata.csv", table.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(out / METADATA_FILE, table.to_csv(index=False, lineterminator="\n"))  # last: complete
 
     total = max(int(pixels.sum()), 1)
     per_place = table.groupby("place")["split"].first()

@@ -49,6 +49,7 @@ from geoxai.trainer import CHECKPOINT_NAME, TRAINER_DEFAULTS, TRAINER_RULES, sta
 DEFAULTS: dict[str, Any] = {
     "stage": "embedder",
     "output_dir": None,
+    "worlds": [],  # written by training: the SynthCity world and split of data.train_dir
     "data": {
         "train_dir": None,  # VPR training folder (UTM + heading in the file names)
         "image_size": 512,  # training crops and the embedder's input side
@@ -113,8 +114,14 @@ def training_config(config: dict[str, Any]) -> dict[str, Any]:
         raise GeoxaiError(f"embedder config: eval.dataset_dir={eval_dir!r} is not a VPR test set (a folder with "
                           "database/ and queries/); fix it or set eval.dataset_dir: null (checked before training "
                           "so that a finished run never fails at its last step)")
+    from geoxai.data.synthcity_world import check_world_complete
     from geoxai.embedders.cosplace import backbone_name
     from geoxai.errors import settings_from
+    from geoxai.protocols import training_worlds
+
+    cfg["worlds"] = training_worlds([train_dir], "embedder")  # refuses a half-written world
+    if eval_dir:
+        check_world_complete(eval_dir)
 
     with settings_from("model"):
         cfg["model"]["backbone"] = backbone_name(cfg["model"]["backbone"])

@@ -242,6 +242,7 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
     """Evaluate the GenerationRun ``run`` with ``plugins`` into the EVAL folder ``out`` (see module doc)."""
     import geoxai
     from geoxai.files import make_folder, writable_folder
+    from geoxai.protocols import run_check
     from geoxai.runs import GenerationRun
     from geoxai.store import ArtifactStore
 
@@ -256,6 +257,7 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
         raise GeoxaiError(f"--out {out}: is a file; give a folder for the evaluation")
     writable_folder(out, "--out", create=False)
     reader = GenerationRun.open(run, missing="skip")
+    protocol_check = run_check(reader.settings, database)  # refuses places the run's generator trained on
     run_root = Path(run).resolve()
     manifest = reader.manifest(absolute=True)
     if manifest.empty:
@@ -455,7 +457,7 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
         "geoxai_version": geoxai.__version__, "git": _git_hash(), "label": label or out.name,
         "run": {"path": str(run_root), "identity": state["run_identity"], "settings": dict(reader.settings),
                 "images": int(len(manifest)), "queries": int(manifest["query_id"].nunique()),
-                "protocol": _protocol(reader.settings)},
+                "protocol": _protocol(reader.settings), "protocol_check": protocol_check},
         "config": {"plugins": names, "database": state["database"], "seed": int(seed), "radius": float(radius),
                    "batch_size": int(batch_size), "devices": int(devices), "num_nodes": int(num_nodes),
                    "pairs": {k: len(v) for k, v in pairs.items()}},

@@ -42,6 +42,7 @@ AE_DEFAULTS: dict[str, Any] = {
     "stage": "autoencoder",
     "output_dir": None,
     "protocol": "unseen-places",  # unseen-places | seen-map: which places training may hold (geoxai.protocols)
+    "worlds": [],  # written by training: the SynthCity worlds and splits of data.train_dirs (an LDM inherits them)
     "data": {
         "train_dirs": [],
         "val_dir": None,  # held-out images for the PSNR report (e.g. a test set's queries/)
@@ -265,7 +266,7 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
 
     from geoxai.config import save_config
     from geoxai.files import atomic_folder, atomic_write_text
-    from geoxai.protocols import check_training_folders
+    from geoxai.protocols import check_training_folders, training_worlds
     from geoxai.trainer import (
         build_trainer,
         check_output_dir,
@@ -277,6 +278,7 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
     config = resolve_config(config)
     check_folders(config["data"]["train_dirs"], "data.train_dirs")
     check_training_folders(config["data"]["train_dirs"], config["protocol"])
+    config["worlds"] = training_worlds(config["data"]["train_dirs"], "autoencoder")
     if config["data"]["val_dir"]:
         check_folders([config["data"]["val_dir"]], "data.val_dir")
     out = Path(config["output_dir"])

@@ -133,6 +133,7 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
     from geoxai.files import writable_folder
     from geoxai.ldm.loading import load_components, resolve_checkpoint
     from geoxai.ldm.pipeline import DescriptorDiffusionPipeline, build_scheduler, check_steps
+    from geoxai.protocols import generator_check
     from geoxai.runs import RUN_FILE, GenerationRun, plan_queries
 
     checkpoint, queries, out = resolve_checkpoint(checkpoint).resolve(), Path(queries).resolve(), Path(out)
@@ -169,6 +170,7 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
         "protocol": str(config.get("protocol") or "unknown (trained before protocols were recorded)"),
         "queries": str(queries), "image_size": image_size,
         "random_weights": bool(embedder.random_weights),
+        "protocol_check": generator_check(config, queries),  # refuses queries the generator trained on
     }
     domain = check_domain([ldm_model(checkpoint), embedder_model(config["embedder"])],
                           [item.query_path for item in items])

@@ -61,6 +61,7 @@ LDM_DEFAULTS: dict[str, Any] = {
     "stage": "ldm",
     "output_dir": None,
     "protocol": "unseen-places",  # unseen-places | seen-map: which places training may hold (geoxai.protocols)
+    "worlds": [],  # written by training: the SynthCity worlds and splits of data.train_dirs and the autoencoder's
     "data": DATA_DEFAULTS,
     "embedder": {},  # a geoxai.embedders.from_spec spec, passed through unchanged
     "autoencoder": AUTOENCODER_DEFAULTS,
@@ -138,11 +139,13 @@ def _check_previews(config: dict[str, Any]) -> None:
 def check_paths(config: dict[str, Any]) -> dict[str, Any]:
     """Every folder the config reads exists (checked before training, not when first read), and the
     paths stored in the checkpoint are absolute."""
+    from geoxai import protocols
     from geoxai.ldm.autoencoder_training import check_folders
-    from geoxai.protocols import check_training_folders
 
     check_folders(config["data"]["train_dirs"], "data.train_dirs")
-    check_training_folders(config["data"]["train_dirs"], config["protocol"])
+    protocols.check_training_folders(config["data"]["train_dirs"], config["protocol"])
+    config = {**config, "worlds": protocols.training_worlds(config["data"]["train_dirs"], "ldm")
+              + protocols.autoencoder_worlds(config["autoencoder"])}
     if config["data"]["val_queries"]:
         check_folders([config["data"]["val_queries"]], "data.val_queries")
     return absolute_paths(config)

@@ -67,7 +67,7 @@ def _pack_embedder(embedder_dir: Path, out: Path) -> dict[str, Any]:
 
 
 def _pack_ldm(checkpoint: Path, out: Path, name: str, embedder_dir: Path,
-              kept_embedder: str | None = None) -> dict[str, Any]:
+              kept_embedder: str | None = None, previous: Path | None = None) -> dict[str, Any]:
     from geoxai.embedders import SIDECAR, from_spec, read_spec
     from geoxai.ldm.autoencoder import autoencoder_identity, load_autoencoder
     from geoxai.ldm.export import export_pipeline
@@ -96,10 +96,23 @@ def _pack_ldm(checkpoint: Path, out: Path, name: str, embedder_dir: Path,
     manifest["identities"] = {"embedder": embedder.identity(),
                               "autoencoder": autoencoder_identity(load_autoencoder({"path": str(out / "vae")}))}
     manifest["source_checkpoint"] = Path(checkpoint).name
+    _carry_worlds(manifest, previous)
     manifest["trained_with"] = trained_with
     manifest = _portable(manifest, str(Path.cwd().resolve()))
     (out / EXPORT_MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
     return manifest
+
+
+def _carry_worlds(manifest: dict[str, Any], previous: Path | None) -> None:
+    """Keep the SynthCity worlds the set being replaced records for the same checkpoint, when the
+    checkpoint was trained before training recorded them (the sampling guard reads them)."""
+    config = manifest["training_config"]
+    old = _yaml(previous) if previous is not None else None
+    if "worlds" in config or not isinstance(old, dict) or old.get("source_checkpoint") != manifest["source_checkpoint"]:
+        return
+    worlds = (old.get("training_config") or {}).get("worlds")
+    if isinstance(worlds, list):
+        config["worlds"] = worlds
 
 
 def _pack_segmenter(segmenter_dir: Path, out: Path) -> dict[str, Any]:
@@ -160,7 +173,7 @@ def build(name: str, embedder_dir: str | Path, checkpoint: str | Path, segmenter
         else:
             spec = _pack_embedder(Path(embedder_dir), tmp / "embedder")
         manifest = _pack_ldm(Path(checkpoint), tmp / "ldm", name, tmp / "embedder",
-                             str(embedder_dir) if "embedder" in kept else None)
+                             str(embedder_dir) if "embedder" in kept else None, target / "ldm" / "geoxai.yaml")
         if guidance is not None:
             manifest["guidance"] = float(guidance)
             (tmp / "ldm" / "geoxai.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))

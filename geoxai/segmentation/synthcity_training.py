@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "stage": "segmenter",
     "output_dir": None,
     "protocol": "unseen-places",  # unseen-places | seen-map: which places training may hold (geoxai.protocols)
+    "worlds": [],  # written by training: the SynthCity worlds and splits of data.train_dirs
     "data": {
         "train_dirs": [],  # image folders whose label maps lie at <root>/labels/<relative path> (SynthCity train/)
         "val_dir": None,  # validation places (val/queries): scored every check_val_every_n_epoch
@@ -135,7 +136,8 @@ def training_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def _check_folders(cfg: dict[str, Any]) -> None:
     """Every folder exists and training folders keep to the protocol, before any work starts."""
-    from geoxai.protocols import check_training_folders
+    from geoxai.data.synthcity_world import check_world_complete
+    from geoxai.protocols import check_training_folders, training_worlds
 
     data = cfg["data"]
     named = [("data.train_dirs", folder) for folder in data["train_dirs"]]
@@ -145,6 +147,10 @@ def _check_folders(cfg: dict[str, Any]) -> None:
             raise GeoxaiError(f"{config_key(key)}: {folder} is not a folder; fix the path (relative paths are "
                               f"read from the current directory, {Path.cwd()})")
     check_training_folders(data["train_dirs"], cfg["protocol"])
+    cfg["worlds"] = training_worlds(data["train_dirs"], "segmenter")
+    for key in ("val_dir", "test_dir"):
+        if data[key]:
+            check_world_complete(data[key])
 
 
 # --------------------------------------------------------------------------------------- data
