@@ -449,11 +449,13 @@ def report(evaluations: tuple[Path, ...], out: Path, formats: str, grid_rows: in
 # -------------------------------------------------------------------------------------- assets
 @cli.command("assets")
 @click.option("--config", "configs", multiple=True, type=click.Path(path_type=Path),
-              help="Training config (configs/ldm/*.yaml, ...) or embedder spec whose files to check; repeatable.")
+              help="Training config (configs/ldm/*.yaml, ...) or embedder spec whose files to check; repeatable. "
+                   "[default: none]")
 @click.option("--plugins", default=None,
-              help="Comma-separated evaluation plugins whose model weights to check (e.g. fidelity,diversity).")
+              help="Comma-separated evaluation plugins whose model weights to check (e.g. fidelity,diversity). "
+                   "[default: none]")
 @click.option("--segmenter-config", type=click.Path(path_type=Path), default=None,
-              help="Segmenter spec YAML ({name: hf, model: ...} or sam) whose model files to check.")
+              help="Segmenter spec YAML ({name: hf, model: ...} or sam) whose model files to check. [default: none]")
 def assets(configs: tuple[Path, ...], plugins: str | None, segmenter_config: Path | None) -> None:
     """Every file the given work needs: found or missing, where to put it, where to fetch it (docs/real-data.md).
 
