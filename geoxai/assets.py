@@ -239,6 +239,18 @@ def autoencoder_assets(section: Mapping[str, Any], needed_by: str, key: str = "a
     return [Asset("autoencoder (diffusers folder)", where, path, url or how, folder=True, check=_diffusers_folder_check)]
 
 
+def imagenet_asset(backbone: str, needed_by: str) -> Asset:
+    """The torchvision ImageNet weights a CosPlace training from ImageNet starts from (torch hub cache)."""
+    import torchvision
+
+    from geoxai.embedders.cosplace import backbone_name
+    from geoxai.evaluation.perceptual import hub_checkpoints
+
+    url = torchvision.models.get_model_weights(backbone_name(backbone))["IMAGENET1K_V1"].url
+    return Asset(f"{backbone} ImageNet weights (torchvision)", needed_by, hub_checkpoints() / Path(url).name, url,
+                 hub_prefix=True)
+
+
 DATA_KEYS = ("data.train_dir", "data.train_dirs", "data.val_queries", "data.val_dir", "eval.dataset_dir")
 
 
@@ -255,15 +267,18 @@ def dataset_assets(config: Mapping[str, Any], needed_by: str) -> list[Asset]:
     return out
 
 
-def config_assets(path: Path) -> list[Asset]:
-    """Everything a training config (or an embedder spec file) reads."""
+def config_assets(path: Path, overrides: Sequence[str] = ()) -> list[Asset]:
+    """Everything a training config (or an embedder spec file), with ``key.sub=value`` overrides, reads."""
     from geoxai.config import load_config
 
-    config = load_config(path)
+    config = load_config(path, overrides)
     where = path.as_posix()
     if "stage" not in config and "name" in config:  # an embedder spec (configs/embedder/specs/)
         return embedder_assets(config, where)
     out = embedder_assets(config.get("embedder") or {}, where, "embedder.weights")
+    model = config.get("model") or {}
+    if config.get("stage") == "embedder" and model.get("pretrained") == "imagenet":
+        out.append(imagenet_asset(str(model.get("backbone") or "resnet18"), f"{where}: model.pretrained: imagenet"))
     out += autoencoder_assets(config.get("autoencoder") or {}, where)
     return out + dataset_assets(config, where)
 
@@ -329,15 +344,17 @@ def segmenter_assets(spec: Mapping[str, Any], needed_by: str) -> list[Asset]:
     return []
 
 
-def collect(configs: Sequence[Path] = (), plugins: str | None = None,
-            segmenter_config: Path | None = None) -> list[Asset]:
-    """Every asset the given configs, plugins and segmenter spec need, each once."""
+def collect(configs: Sequence[Path] = (), plugins: str | None = None, segmenter_config: Path | None = None,
+            overrides: Sequence[str] = ()) -> list[Asset]:
+    """Every asset the given configs (each with ``overrides``), plugins and segmenter spec need, each once."""
+    if overrides and not configs:
+        raise GeoxaiError(f"geoxai assets: {overrides[0]}: overrides change a --config; give the config they apply to")
     if not configs and plugins is None and segmenter_config is None:
         raise GeoxaiError("geoxai assets: nothing to check; give --config FILE (a training config or embedder spec), "
                           "--plugins NAMES and/or --segmenter-config FILE")
     assets: list[Asset] = []
     for config in configs:
-        assets += config_assets(Path(config))
+        assets += config_assets(Path(config), overrides)
     if plugins is not None:
         assets += plugin_assets(plugins)
     if segmenter_config is not None:
@@ -380,7 +397,7 @@ class AssetReport:
 def planned_check(asset: Asset) -> str:
     """What will verify ``asset`` once it is in place."""
     if asset.folder:
-        return "contents listed" if asset.check else "exists"
+        return "contents checked" if asset.check else "exists"
     digest = published_digest(asset)
     if digest is None:
         return NOT_PUBLISHED + ("; tensors checked" if asset.check else "")
@@ -388,8 +405,8 @@ def planned_check(asset: Asset) -> str:
     return f"{what} checked ({digest.published})"
 
 
-def check_assets(configs: Sequence[Path] = (), plugins: str | None = None,
-                 segmenter_config: Path | None = None) -> AssetReport:
+def check_assets(configs: Sequence[Path] = (), plugins: str | None = None, segmenter_config: Path | None = None,
+                 overrides: Sequence[str] = ()) -> AssetReport:
     """Collect and check every asset; ``complete`` is False when any is missing or mismatched."""
-    return AssetReport([check_asset(asset) for asset in collect(configs, plugins, segmenter_config)])
+    return AssetReport([check_asset(asset) for asset in collect(configs, plugins, segmenter_config, overrides)])
 

@@ -182,3 +182,15 @@ def test_missing_vae_names_the_source_for_the_config_in_use(tmp_path, monkeypatc
         load_autoencoder(synthcity["autoencoder"])
     assert "`geoxai train --config configs/autoencoder/synthcity.yaml`" in str(trained.value)
     assert "ommer-lab" not in str(trained.value)
+
+
+def test_overrides_change_the_config_and_imagenet_starts_are_listed(cache):
+    config = write_yaml(cache / "embedder.yaml", {"stage": "embedder", "data": {"train_dir": str(cache)},
+                                                  "model": {"backbone": "resnet18", "pretrained": None}})
+    assert [asset.path for asset in assets.collect([config])] == [cache]
+    listed = assets.collect([config], overrides=["model.pretrained=imagenet", f"data.train_dir={cache / 'other'}"])
+    assert [r.path.name for r in listed] == ["resnet18-f37072fd.pth", "other"]
+    assert listed[0].path.parent == cache / "torch" / "hub" / "checkpoints"
+    assert listed[0].source == "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+    result = CliRunner().invoke(cli, ["assets", "model.pretrained=imagenet"])
+    assert result.exit_code == 2 and "give the config they apply to" in result.output
