@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, settings_from
 
 FOUND, MISSING, MISMATCH = "found", "missing", "mismatch"
 NOT_PUBLISHED = "size/hash not published: not verified"
@@ -98,19 +98,29 @@ def file_digest(path: Path, algorithm: str) -> str:
 
 def check_asset(asset: Asset) -> Row:
     """Found (and what verified it), missing, or mismatch (with the expected and found values)."""
+    path, wanted = asset.path, "folder" if asset.folder else "file"
+    if path.exists() and path.is_dir() != asset.folder:
+        return Row(asset, MISMATCH, f"a {'file' if asset.folder else 'folder'} is there, not a {wanted}")
+    if not path.exists():
+        return Row(asset, MISSING, f"no such {wanted}")
+    try:
+        return _verified(asset)
+    except OSError as exc:  # permissions, a file that vanished or a disk error while reading
+        return Row(asset, MISMATCH, f"cannot be read ({exc.strerror or exc})")
+
+
+def _verified(asset: Asset) -> Row:
     path = asset.path
-    if not (path.is_dir() if asset.folder else path.is_file()):
-        return Row(asset, MISSING, f"no such {'folder' if asset.folder else 'file'}")
     digest = None if asset.folder else published_digest(asset)
     checks = []
     if digest is not None:
         size = path.stat().st_size
         if digest.size is not None and size != digest.size:
-            return Row(asset, MISMATCH, f"{path.name}: size {size} bytes, the release has {digest.size}")
+            return Row(asset, MISMATCH, f"size {size} bytes, the release has {digest.size}")
         found = file_digest(path, digest.algorithm)
         if not found.startswith(digest.value):
             expected = digest.value if len(digest.value) == len(found) else f"{digest.value}..."
-            return Row(asset, MISMATCH, f"{path.name}: {digest.algorithm} {found}, the release has {expected} "
+            return Row(asset, MISMATCH, f"{digest.algorithm} {found}, the release has {expected} "
                                         f"({digest.published})")
         kind = "" if len(digest.value) == len(found) else " prefix"
         checks.append(f"{digest.algorithm}{kind} matches {digest.published}")
@@ -125,7 +135,8 @@ def check_asset(asset: Asset) -> Row:
 
 
 # ------------------------------------------------------------------------------------ content checks
-def _cosplace_check(backbone: str, dim: int) -> Callable[[Path], str]:
+def _cosplace_check(backbone: str, dim: int, key: str) -> Callable[[Path], str]:
+    """Loads the file's tensors and compares them with CosPlace (backbone, dim); errors name the config ``key``."""
     def check(path: Path) -> str:
         import torch
 
@@ -137,7 +148,8 @@ def _cosplace_check(backbone: str, dim: int) -> Callable[[Path], str]:
 
         with torch.device("meta"):
             net = CosPlaceNet(backbone, dim)
-        check_cosplace_state(net, read_state_dict(path), str(path), f"cosplace {backbone} dim {dim}")
+        with settings_from(key.rpartition(".")[0]):
+            check_cosplace_state(net, read_state_dict(path), str(path), f"cosplace {backbone} dim {dim}")
         return f"tensors match CosPlace {backbone} {dim}-d"
     return check
 
@@ -206,11 +218,11 @@ def embedder_assets(spec: Mapping[str, Any], needed_by: str, key: str = "weights
         dim = int(spec.get("dim") or cosplace.DEFAULT_DIM)
         path = cosplace.released_weights_path(backbone, dim)
         return [Asset(f"CosPlace {backbone} {dim}-d released weights", f"{needed_by}: {key}: hub", path,
-                      cosplace.RELEASE_URL.format(file=path.name), check=_cosplace_check(backbone, dim))]
+                      cosplace.RELEASE_URL.format(file=path.name), check=_cosplace_check(backbone, dim, key))]
     path = Path(str(weights)).expanduser()
     backbone = spec.get("backbone")
-    check = _cosplace_check(cosplace.backbone_name(backbone), int(spec["dim"])) if backbone and spec.get("dim") \
-        else None
+    check = _cosplace_check(cosplace.backbone_name(backbone), int(spec["dim"]), key) \
+        if backbone and spec.get("dim") else None
     return [Asset("CosPlace weights", f"{needed_by}: {key}", path,
                   "a CosPlace .pth (the release, or `geoxai train` with stage: embedder)", check=check)]
 
@@ -333,12 +345,11 @@ def segmenter_assets(spec: Mapping[str, Any], needed_by: str) -> list[Asset]:
                           check=_hf_folder_check(processor=True))]
         return [_hf_cache_asset(model, f"segmentation model {model}", f"{needed_by}: model", processor=True)]
     if name == "sam":
-        from geoxai.segmentation.sam import RELEASES
+        from geoxai.segmentation.sam import CHECKPOINT_URL, RELEASES
 
         path = Path(str(spec.get("checkpoint") or "")).expanduser()
         out = [Asset("SAM checkpoint", f"{needed_by}: checkpoint", path,
-                     f"https://dl.fbaipublicfiles.com/segment_anything/{path.name}" if path.name in PUBLISHED
-                     else RELEASES)]
+                     CHECKPOINT_URL.format(file=path.name) if path.name in PUBLISHED else RELEASES)]
         base = spec.get("base")
         return out + (segmenter_assets(base, f"{needed_by}: base") if isinstance(base, Mapping) else [])
     return []

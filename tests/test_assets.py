@@ -81,7 +81,7 @@ def test_recorded_digest_found_and_mismatch(cache, monkeypatch):
     monkeypatch.setitem(assets.PUBLISHED, path.name, assets.Digest("sha256", bad, None, "test"))
     result = CliRunner().invoke(cli, ["assets", "--config", str(hub_spec(cache))])
     assert result.exit_code == 1
-    assert f"mismatch: {path}: {path.name}: sha256 {good}, the release has {bad}" in result.output
+    assert f"mismatch: {path}: sha256 {good}, the release has {bad} (test)" in result.output
     monkeypatch.setitem(assets.PUBLISHED, path.name, assets.Digest("sha256", good, 12, "test"))
     row = rows(configs=[hub_spec(cache)])[path.name]
     assert row.status == assets.MISMATCH and f"size {path.stat().st_size} bytes, the release has 12" in row.detail
