@@ -69,6 +69,11 @@ def test_a_release_with_the_wrong_tensors_is_a_mismatch(cache):
     torch.save(CosPlaceNet("resnet18", 64).state_dict(), released_weights_path("resnet18", 32))
     row = rows(configs=[hub_spec(cache)])["ResNet18_32_cosplace.pth"]
     assert row.status == assets.MISMATCH and "aggregation.3.weight" in row.detail
+    assert "the file looks like backbone resnet18 dim 64" in row.detail  # spec keys, not command-line flags
+    released_weights_path("resnet18", 32).unlink()
+    released_weights_path("resnet18", 32).mkdir()
+    row = rows(configs=[hub_spec(cache)])["ResNet18_32_cosplace.pth"]
+    assert row.status == assets.MISMATCH and row.detail == "a folder is there, not a file"
 
 
 def test_recorded_digest_found_and_mismatch(cache, monkeypatch):
