@@ -155,15 +155,9 @@ def _cosplace_check(backbone: str, dim: int, key: str) -> Callable[[Path], str]:
 
 
 def _single_file_vae_check(path: Path) -> str:
-    from geoxai.ldm.autoencoder import compvis_config_from_state_dict
-    from geoxai.weights import read_weights
+    from geoxai.ldm.autoencoder import compvis_config_from_state_dict, read_single_file
 
-    state = read_weights(path, "autoencoder.path", mmap=path.suffix != ".safetensors")
-    if isinstance(state, Mapping):
-        state = state.get("state_dict", state)
-    if not isinstance(state, Mapping):
-        raise GeoxaiError(f"autoencoder.path {path}: holds no state dict of tensors")
-    ddconfig = compvis_config_from_state_dict(state, path)["model"]["params"]["first_stage_config"]["params"]["ddconfig"]
+    ddconfig = compvis_config_from_state_dict(read_single_file(path), path)["model"]["params"]["first_stage_config"]["params"]["ddconfig"]
     return (f"tensors of a CompVis KL autoencoder (ch {ddconfig['ch']}, ch_mult {ddconfig['ch_mult']}, "
             f"z {ddconfig['z_channels']})")
 

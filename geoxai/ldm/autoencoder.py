@@ -159,9 +159,9 @@ def _from_single_file(path: Path, config: str | None) -> AutoencoderKL:
             if not (config_dir / "config.json").is_file():
                 raise GeoxaiError(f"autoencoder.config {config}: no config.json there; give a diffusers "
                                   "AutoencoderKL folder (or leave it empty to read the config off the file)")
-            return AutoencoderKL.from_single_file(_read_state_dict(path), config=str(config_dir),
+            return AutoencoderKL.from_single_file(read_single_file(path), config=str(config_dir),
                                                   local_files_only=True)
-        state = _read_state_dict(path)
+        state = read_single_file(path)
         return AutoencoderKL.from_single_file(state, original_config=compvis_config_from_state_dict(state, path))
     except GeoxaiError:
         raise
@@ -170,7 +170,8 @@ def _from_single_file(path: Path, config: str | None) -> AutoencoderKL:
                           f"({_first_line(exc)})") from None
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_single_file(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a CompVis / Stable Diffusion single file (``weights_only=True``; one-line errors)."""
     from geoxai.weights import read_weights
 
     try:
