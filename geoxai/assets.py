@@ -199,7 +199,12 @@ def _dataset_check(path: Path) -> str:
 # ------------------------------------------------------------------------------------ requirements
 def embedder_assets(spec: Mapping[str, Any], needed_by: str, key: str = "weights") -> list[Asset]:
     """The weights file of an embedder spec (``cosplace`` with ``hub`` or a file); none for random or
-    shipped models."""
+    shipped models. Errors name the spec's keys (``embedder.dim`` inside a training config)."""
+    with settings_from(key.rpartition(".")[0]):
+        return _embedder_assets(spec, needed_by, key)
+
+
+def _embedder_assets(spec: Mapping[str, Any], needed_by: str, key: str) -> list[Asset]:
     from geoxai import pretrained
     from geoxai.embedders import cosplace
 
@@ -209,14 +214,14 @@ def embedder_assets(spec: Mapping[str, Any], needed_by: str, key: str = "weights
         return []
     if str(weights) == "hub":
         backbone = cosplace.backbone_name(spec.get("backbone") or cosplace.DEFAULT_BACKBONE)
-        dim = int(spec.get("dim") or cosplace.DEFAULT_DIM)
+        dim = spec.get("dim") or cosplace.DEFAULT_DIM  # a dim without a release is an error there
         path = cosplace.released_weights_path(backbone, dim)
         return [Asset(f"CosPlace {backbone} {dim}-d released weights", f"{needed_by}: {key}: hub", path,
                       cosplace.RELEASE_URL.format(file=path.name), check=_cosplace_check(backbone, dim, key))]
     path = Path(str(weights)).expanduser()
-    backbone = spec.get("backbone")
-    check = _cosplace_check(cosplace.backbone_name(backbone), int(spec["dim"]), key) \
-        if backbone and spec.get("dim") else None
+    backbone, dim = spec.get("backbone"), spec.get("dim")
+    known = bool(backbone) and isinstance(dim, int) and not isinstance(dim, bool) and dim > 0
+    check = _cosplace_check(cosplace.backbone_name(backbone), dim, key) if known else None
     return [Asset("CosPlace weights", f"{needed_by}: {key}", path,
                   "a CosPlace .pth (the release, or `geoxai train` with stage: embedder)", check=check)]
 
@@ -329,6 +334,9 @@ def _hf_cache_asset(model_id: str, name: str, needed_by: str, processor: bool = 
 def segmenter_assets(spec: Mapping[str, Any], needed_by: str) -> list[Asset]:
     """The model folder of an ``hf`` segmenter, the checkpoint of ``sam`` (and its base's)."""
     name = str(spec.get("name", ""))
+    if name in ("hf", "sam") and not spec.get("model" if name == "hf" else "checkpoint"):
+        raise GeoxaiError(f"{needed_by}: segmenter {name} needs "
+                          f"{'model: (a save_pretrained folder or a Hugging Face id)' if name == 'hf' else 'checkpoint:'}")
     if name == "hf":
         model = str(spec.get("model") or "")
         path = Path(model).expanduser()

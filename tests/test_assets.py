@@ -167,7 +167,14 @@ def test_bad_invocations_are_one_line_errors(cache):
                           (["assets", "--config", str(cache / "nope.yaml")], "config file not found"),
                           (["assets", "--plugins", "fidelity,,recall"], "an empty name between commas"),
                           (["assets", "--plugins", "fidelty"], "fidelty"),
-                          (["assets", "--segmenter-config", str(cache / "nope.yaml")], "no such file")):
+                          (["assets", "--segmenter-config", str(cache / "nope.yaml")], "no such file"),
+                          (["assets", "--segmenter-config", str(write_yaml(cache / "hf.yaml", {"name": "hf"}))],
+                           "segmenter hf needs model:"),
+                          (["assets", "--config", str(hub_spec(cache)), "dim=100"],
+                           "weights hub: no released CosPlace weights for backbone resnet18 dim 100"),
+                          (["assets", "--config", str(write_yaml(cache / "ldm.yaml", {"stage": "ldm", "embedder": {
+                              "name": "cosplace", "backbone": "resnet51", "weights": "hub"}}))],
+                           "embedder.backbone 'resnet51': not a CosPlace backbone")):
         result = runner.invoke(cli, args)
         assert result.exit_code == 2 and message in result.output, (args, result.output)
         assert result.output.startswith("error: ") and result.output.count("\n") == 1

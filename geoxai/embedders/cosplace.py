@@ -151,21 +151,21 @@ def released_weights_path(backbone: str, dim: int) -> Path:
     """Where ``weights: hub`` looks for the released file of (backbone, dim): ``$GEOXAI_CACHE/cosplace``.
 
     The file name is the release's own (``ResNet50_512_cosplace.pth``); its URL is
-    ``RELEASE_URL.format(file=path.name)``. Nothing is checked or downloaded here.
+    ``RELEASE_URL.format(file=path.name)``. A pair without a release is an error; nothing is downloaded.
     """
     from geoxai.cache import cache_dir
 
-    return cache_dir("cosplace") / f"{BACKBONES[backbone_name(backbone)].release_name}_{dim}_cosplace.pth"
-
-
-def released_weights(backbone: str, dim: int) -> Path:
-    """The released weights for (backbone, dim) in the geoxai cache, downloaded once when online."""
     backbone = backbone_name(backbone)
     if dim not in RELEASED_DIMS[backbone]:
         pairs = "; ".join(f"{b}: {', '.join(map(str, d))}" for b, d in RELEASED_DIMS.items())
         raise GeoxaiError(f"{setting('weights')} hub: no released CosPlace weights for {setting('backbone')} "
                           f"{backbone} {setting('dim')} {dim}; released dims per backbone: {pairs} (any dim works "
                           f"with your own weights file)")
+    return cache_dir("cosplace") / f"{BACKBONES[backbone].release_name}_{dim}_cosplace.pth"
+
+
+def released_weights(backbone: str, dim: int) -> Path:
+    """The released weights for (backbone, dim) in the geoxai cache, downloaded once when online."""
     target = released_weights_path(backbone, dim)
     folder, file = target.parent, target.name
     if target.is_file():
