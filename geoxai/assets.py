@@ -9,7 +9,7 @@ themselves (``cosplace.released_weights_path``, ``autoencoder.autoencoder_source
 
 A file found is also checked: against its published size and digest where the publisher gave one
 (``PUBLISHED``; torch hub file names such as ``alexnet-owt-7be5be79.pth`` carry a sha256 prefix that
-torch.hub itself checks, and so is it here), and otherwise by loading its tensors and comparing
+torch.hub itself checks when it downloads, and it is checked here too), and otherwise by loading its tensors and comparing
 their names and shapes with the model's (a CosPlace release, a CompVis KL autoencoder). The table
 says which check was made; "not verified" means none could be.
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from geoxai.errors import GeoxaiError, settings_from
+from geoxai.evaluation.perceptual import INCEPTION_FILE
 
 FOUND, MISSING, MISMATCH = "found", "missing", "mismatch"
 NOT_PUBLISHED = "size/hash not published: not verified"
@@ -42,7 +43,7 @@ class Digest:
 # recorded here; files without one (the CosPlace releases, the CompVis kl-f8 archive) are checked by
 # their contents instead.
 PUBLISHED: dict[str, Digest] = {
-    "weights-inception-2015-12-05-6726825d.pth": Digest(
+    INCEPTION_FILE: Digest(
         "sha256", "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2", 95_628_359,
         "torch-fidelity release v0.2.0 (sha256 prefix in the file name)"),
     "sam_vit_b_01ec64.pth": Digest("md5", "01ec64d29a2fca3f0661936605ae66f8", None,
