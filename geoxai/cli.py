@@ -487,6 +487,31 @@ def report(evaluations: tuple[Path, ...], out: Path, formats: str, grid_rows: in
     click.echo(result.format())
 
 
+# -------------------------------------------------------------------------------------- assets
+@cli.command("assets", context_settings={"ignore_unknown_options": True})
+@click.option("--config", "configs", multiple=True, type=click.Path(path_type=Path),
+              help="Training config (configs/ldm/*.yaml, ...) or embedder spec whose files to check; repeatable. "
+                   "[default: none]")
+@click.option("--plugins", default=None,
+              help="Comma-separated evaluation plugins whose model weights to check (e.g. fidelity,diversity). "
+                   "[default: none]")
+@click.option("--segmenter-config", type=click.Path(path_type=Path), default=None,
+              help="Segmenter spec YAML ({name: hf, model: ...} or sam) whose model files to check. [default: none]")
+@click.argument("overrides", nargs=-1)
+def assets(configs: tuple[Path, ...], plugins: str | None, segmenter_config: Path | None,
+           overrides: tuple[str, ...]) -> None:
+    """Every file the given work needs: found or missing, where to put it, where to fetch it (docs/real-data.md).
+
+    OVERRIDES (key.sub=value, as for `geoxai train`) change every --config. Exit status 1 when anything is missing or does not match its published size and hash.
+    """
+    from geoxai.assets import check_assets
+
+    result = check_assets(configs, plugins=plugins, segmenter_config=segmenter_config, overrides=overrides)
+    click.echo(result.format())
+    if not result.complete:
+        sys.exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     from geoxai.weights import FORCE_VARIABLE

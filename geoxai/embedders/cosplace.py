@@ -147,8 +147,12 @@ def check_cosplace_state(model: nn.Module, state: dict[str, torch.Tensor], sourc
     check_state_dict(model.state_dict(), state, f"{setting('weights')} {source} for {what}", hint)
 
 
-def released_weights(backbone: str, dim: int) -> Path:
-    """The released weights for (backbone, dim) in the geoxai cache, downloaded once when online."""
+def released_weights_path(backbone: str, dim: int) -> Path:
+    """Where ``weights: hub`` looks for the released file of (backbone, dim): ``$GEOXAI_CACHE/cosplace``.
+
+    The file name is the release's own (``ResNet50_512_cosplace.pth``); its URL is
+    ``RELEASE_URL.format(file=path.name)``. A pair without a release is an error; nothing is downloaded.
+    """
     from geoxai.cache import cache_dir
 
     backbone = backbone_name(backbone)
@@ -157,9 +161,13 @@ def released_weights(backbone: str, dim: int) -> Path:
         raise GeoxaiError(f"{setting('weights')} hub: no released CosPlace weights for {setting('backbone')} "
                           f"{backbone} {setting('dim')} {dim}; released dims per backbone: {pairs} (any dim works "
                           f"with your own weights file)")
-    file = f"{BACKBONES[backbone].release_name}_{dim}_cosplace.pth"
-    folder = cache_dir("cosplace")
-    target = folder / file
+    return cache_dir("cosplace") / f"{BACKBONES[backbone].release_name}_{dim}_cosplace.pth"
+
+
+def released_weights(backbone: str, dim: int) -> Path:
+    """The released weights for (backbone, dim) in the geoxai cache, downloaded once when online."""
+    target = released_weights_path(backbone, dim)
+    folder, file = target.parent, target.name
     if target.is_file():
         return target
     url = RELEASE_URL.format(file=file)

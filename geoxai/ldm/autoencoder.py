@@ -39,6 +39,9 @@ AUTOENCODER_DEFAULTS: dict[str, Any] = {
 SINGLE_FILE_SUFFIXES = (".ckpt", ".safetensors", ".pt", ".pth", ".bin")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HUB_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
+# The CompVis latent-diffusion releases of pretrained KL autoencoders: kl-fN.zip holds model.ckpt.
+COMPVIS_KL_URL = "https://ommer-lab.com/files/latent-diffusion/{name}.zip"
+_COMPVIS_KL = re.compile(r"^kl-f(4|8|16|32)$")
 
 
 def autoencoder_settings(spec: Mapping[str, Any] | None, where: str = "autoencoder") -> dict[str, Any]:
@@ -50,6 +53,48 @@ def autoencoder_settings(spec: Mapping[str, Any] | None, where: str = "autoencod
         raise GeoxaiError(f"{where}.path is not set; give a diffusers folder, a .ckpt/.safetensors file "
                           "or a hub id like stabilityai/sd-vae-ft-mse")
     return settings
+
+
+def autoencoder_source(source: str) -> tuple[str, str]:
+    """(URL or "", what to do to put it in place) for an ``autoencoder.path`` value, read off the path itself.
+
+    ``.../kl-f8/model.ckpt`` is the CompVis release (its zip URL); a folder ``<dir>/vae`` is what the
+    autoencoder training stage writes into its output_dir (with the config in ``configs/autoencoder/``
+    that writes there, when the working folder has one); a hub id is fetched into ``hub_folder``.
+    """
+    path = Path(source).expanduser()
+    if _COMPVIS_KL.match(path.parent.name) and path.suffix.lower() in SINGLE_FILE_SUFFIXES:
+        url = COMPVIS_KL_URL.format(name=path.parent.name)
+        return url, (f"download the CompVis {path.parent.name} release {url} and unzip its model.ckpt to {path}, or "
+                     "set autoencoder.path to a diffusers AutoencoderKL folder of the same architecture "
+                     "(stabilityai/sd-vae-ft-mse, fetched once when online)")
+    if path.suffix.lower() in SINGLE_FILE_SUFFIXES:
+        return "", (f"put a CompVis or Stable Diffusion KL autoencoder file at {path}, or set autoencoder.path "
+                    "to a diffusers AutoencoderKL folder")
+    if path.name == "vae" and not _HUB_ID.match(source):
+        config = _training_config_for(path.parent)
+        command = f"`geoxai train --config {config}`" if config else \
+            f"`geoxai train --config` with an autoencoder config (stage: autoencoder) whose output_dir is {path.parent}"
+        return "", f"train it with {command} (the autoencoder stage writes <output_dir>/vae)"
+    if _HUB_ID.match(source) and not source.startswith((".", "/")):
+        return f"https://huggingface.co/{source}", (f"download {' and '.join(_HUB_FILES)} from "
+                                                    f"https://huggingface.co/{source} into {hub_folder(source)}")
+    return "", (f"give a diffusers AutoencoderKL folder, a .ckpt/.safetensors file or a hub id (for the thesis' "
+                f"kl-f8: {COMPVIS_KL_URL.format(name='kl-f8')}, unzipped to models/first_stage_models/kl-f8/)")
+
+
+def _training_config_for(output_dir: Path) -> str | None:
+    """The config in ``./configs/autoencoder/`` whose output_dir is ``output_dir``, if there is one."""
+    from geoxai.config import read_yaml
+
+    for config in sorted(Path("configs", "autoencoder").glob("*.yaml")):
+        try:
+            written = read_yaml(config).get("output_dir")
+        except (GeoxaiError, AttributeError):  # not a mapping, or unreadable: not the one
+            continue
+        if written and Path(written).expanduser().resolve() == output_dir.resolve():
+            return config.as_posix()
+    return None
 
 
 def hub_folder(hub_id: str) -> Path:
@@ -75,9 +120,9 @@ def load_autoencoder(spec: Mapping[str, Any]) -> AutoencoderKL:
     elif _HUB_ID.match(source) and not source.startswith((".", "/")):
         vae = _from_hub(source)
     else:
-        raise GeoxaiError(f"autoencoder.path {source}: no such folder or file; train one with "
-                          "`geoxai train --config configs/autoencoder/synthcity.yaml` or give a diffusers "
-                          "folder, a .ckpt/.safetensors file or a hub id")
+        raise GeoxaiError(f"autoencoder.path {source}: no such folder or file; "
+                          f"{autoencoder_source(source)[1]}; `geoxai assets --config CONFIG` lists every file a "
+                          "config needs")
     vae.requires_grad_(False)
     return vae.eval()
 
@@ -108,9 +153,9 @@ def _from_single_file(path: Path, config: str | None) -> AutoencoderKL:
             if not (config_dir / "config.json").is_file():
                 raise GeoxaiError(f"autoencoder.config {config}: no config.json there; give a diffusers "
                                   "AutoencoderKL folder (or leave it empty to read the config off the file)")
-            return AutoencoderKL.from_single_file(_read_state_dict(path), config=str(config_dir),
+            return AutoencoderKL.from_single_file(read_single_file(path), config=str(config_dir),
                                                   local_files_only=True)
-        state = _read_state_dict(path)
+        state = read_single_file(path)
         return AutoencoderKL.from_single_file(state, original_config=compvis_config_from_state_dict(state, path))
     except GeoxaiError:
         raise
@@ -119,7 +164,8 @@ def _from_single_file(path: Path, config: str | None) -> AutoencoderKL:
                           f"({_first_line(exc)})") from None
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_single_file(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a CompVis / Stable Diffusion single file (``weights_only=True``; one-line errors)."""
     from geoxai.weights import read_weights
 
     try:

@@ -35,6 +35,7 @@ from geoxai.segmentation.base import Segmenter
 MODEL_TYPES = ("auto", "vit_b", "vit_l", "vit_h", "tiny")
 _WIDTHS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h", 32: "tiny"}  # image-encoder width -> model type
 RELEASES = "https://github.com/facebookresearch/segment-anything#model-checkpoints"
+CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything/{file}"  # the released files, by name
 
 
 def build_model(model_type: str) -> torch.nn.Module:
