@@ -35,19 +35,22 @@ def world(tmp_path_factory) -> Path:
     from geoxai.data.synthcity_world import write_world
 
     folder = tmp_path_factory.mktemp("world")
-    write_world(folder, places=4, visits=2, size=32, test_fraction=0.5, val_fraction=0.0, progress=False)
+    # seed 2: the shipped LDM trained on places of seeds 0 and 1, so sampling it here is on unseen places
+    write_world(folder, places=4, visits=2, size=32, seed=2, test_fraction=0.5, val_fraction=0.0, progress=False)
     return folder
 
 
 @pytest.fixture(scope="module")
 def photos(world, tmp_path_factory) -> Path:
-    """Real-like photos: the world's names (so UTM labels work), noise of another size, no world around them."""
+    """Real-like photos: the world's UTM positions (so labels work) under a camera's note, not SynthCity's
+    (SynthCity names would be recognised as its places), noise of another size, no world around them."""
     root = tmp_path_factory.mktemp("photos")
     rng = np.random.default_rng(0)
     for split in ("database", "queries"):
         (root / split).mkdir()
         for path in sorted((world / split).glob("*.png")):
-            Image.fromarray(rng.integers(0, 255, (36, 52, 3), dtype=np.uint8)).save(root / split / f"{path.stem}.jpg")
+            Image.fromarray(rng.integers(0, 255, (36, 52, 3), dtype=np.uint8)).save(
+                root / split / f"{path.stem.replace('@synthcity@', '@photo@')}.jpg")
     return root
 
 
