@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,15 @@ MIN_WORLD_SIZE = 32
 
 
 class _Group(click.Group):
-    """A click group that turns ``GeoxaiError`` and write errors into a one-line message."""
+    """A click group that turns ``GeoxaiError``, click's usage errors and write errors into a one-line message."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a bad option of a subcommand: one line, like every other mistake
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            click.echo(f"error: {exc.format_message()} (see `{where} --help`)", err=True)
+            ctx.exit(2)
         except GeoxaiError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
@@ -512,11 +517,25 @@ def assets(configs: tuple[Path, ...], plugins: str | None, segmenter_config: Pat
         sys.exit(1)
 
 
+_OWN_CODE = (str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1] / "plugins"))
+
+def show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+    """geoxai's own warnings (a damaged cache entry set aside, rows without an image) as one
+    ``warning:`` line on stderr; other libraries' warnings keep Python's format, which says where."""
+    own = filename.startswith(_OWN_CODE) or "geoxai_plugins" in filename
+    if own and issubclass(category, UserWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        (file or sys.stderr).write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main() -> None:
     """Console-script entry point."""
     from geoxai.weights import FORCE_VARIABLE
 
     os.environ.setdefault(FORCE_VARIABLE, "1")  # library loads in this process read weights only
+    warnings.showwarning = show_warning
     cli(prog_name="geoxai")
 
 

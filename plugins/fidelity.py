@@ -119,7 +119,7 @@ class FidelityPlugin(Plugin):
         else:
             ssim = [Skip(f"image smaller than the {SSIM_WINDOW}-px SSIM window")] * len(batch)
         lpips = lpips_or_skips(original.permute(0, 2, 3, 1), other.permute(0, 2, 3, 1), lpips_reason, LPIPS_NET)
-        return [pair.record(psnr=p, ssim=s, lpips=l) for (pair, _, _), p, s, l in zip(batch, psnr, ssim, lpips)]
+        return [pair.record(psnr=p, ssim=s, lpips=d) for (pair, _, _), p, s, d in zip(batch, psnr, ssim, lpips)]
 
     # ------------------------------------------------------------------------------ per set
     def summarize(self, records: pd.DataFrame, ctx: Any) -> pd.DataFrame:

@@ -158,3 +158,16 @@ def test_training_output_progress_on_stderr_and_no_adverts(small_set, tmp_path):
     assert "autoencoder: held-out reconstruction PSNR" in result.stdout
     for advert in ("Tip:", "litlogger", "litmodels", "GPU available", "LeafSpec", "accelerate"):
         assert advert not in result.output
+
+
+def test_geoxai_warnings_are_one_line_and_other_libraries_keep_their_format(capsys):
+    import warnings
+
+    import geoxai.store
+    from geoxai.cli import show_warning
+
+    show_warning(UserWarning("artifact store: x.npz is damaged"), UserWarning, geoxai.store.__file__, 160)
+    assert capsys.readouterr().err == "warning: artifact store: x.npz is damaged\n"
+    show_warning(UserWarning("deprecated"), UserWarning, warnings.__file__, 1)
+    err = capsys.readouterr().err
+    assert "UserWarning: deprecated" in err and warnings.__file__ in err

@@ -1,5 +1,5 @@
 """Numeric command-line options are checked before any work starts: NaN, infinities and values out of
-range are one click usage error naming the option, and nothing is written; sampling stops on a batch
+range are one `error:` line naming the option, and nothing is written; sampling stops on a batch
 that holds non-finite values instead of saving black images."""
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def _args(command: str, tmp_path: Path, *extra: str) -> list[str]:
 def test_a_bad_number_is_one_usage_error_naming_the_option(tmp_path, command, option, value):
     result = CliRunner().invoke(cli, _args(command, tmp_path, option, value))
     assert result.exit_code == 2, result.output
-    errors = [line for line in result.output.splitlines() if line.lower().startswith("error:")]
-    assert len(errors) == 1 and f"'{option}'" in errors[0], result.output
+    errors = result.output.splitlines()
+    assert len(errors) == 1 and errors[0].startswith("error: ") and f"'{option}'" in errors[0], result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 try:
@@ -76,3 +78,13 @@ def test_train_with_missing_config_is_a_one_line_error(tmp_path):
     assert result.exit_code == 2
     assert result.output.strip().count("\n") == 0
     assert "config file not found" in result.output
+
+
+def test_ruff_finds_nothing():
+    """The lint rules in pyproject.toml hold for the library, the plugins, the tests and the benchmarks."""
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (it comes with the dev extra)")
+    result = subprocess.run([ruff, "check", "--no-cache", "geoxai", "plugins", "tests", "benchmarks"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

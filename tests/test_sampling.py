@@ -140,10 +140,10 @@ def test_descriptor_dim_mismatch_names_both_dims(tmp_path, vae_folder, queries):
 
 
 def usage_error(result) -> str:
-    """click's usage error: exit status 2 and one ``Error:`` line naming the option."""
+    """A usage error: exit status 2 and one ``error:`` line naming the option, nothing else."""
     assert result.exit_code == 2, result.output + repr(result.exception)
-    lines = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
-    assert len(lines) == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     return lines[0]
 
 
