@@ -368,3 +368,21 @@ def test_the_summary_shows_the_metrics_a_plugin_names_as_its_headline(world, tmp
                     "texture · ssim ↑", "texture · edge_density"]  # directional metrics first
     recall5 = next(line for line in lines if "recall@5" in line)
     assert recall5.count("±") == 4  # generated, shuffled, reference and the analytic chance level
+
+
+def test_an_evaluation_whose_values_were_all_skipped_gets_tables_that_say_so(world, tmp_path):
+    """Every value skipped (e.g. diversity of one sample per query): no summary row, no traceback."""
+    folder = tmp_path / "skipped"
+    folder.mkdir()
+    records = pd.read_parquet(world["eval_a"] / "records.parquet")
+    records["value"], records["skip_reason"] = np.nan, "one sample: no spread"
+    records.to_parquet(folder / "records.parquet", index=False)
+    summary = pd.read_csv(world["eval_a"] / "summary.csv")
+    summary[["mean", "ci_low", "ci_high"]] = np.nan
+    summary["n_queries"] = 0
+    summary.to_csv(folder / "summary.csv", index=False)
+    (folder / "results.json").write_bytes((world["eval_a"] / "results.json").read_bytes())
+    write_report([folder], tmp_path / "out", formats="md,latex,csv,html", n_boot=200)
+    text = (tmp_path / "out" / "summary.md").read_text()
+    assert "no metric has a generated value" in text
+    assert "one sample: no spread" in (tmp_path / "out" / "recall.md").read_text()

@@ -284,6 +284,8 @@ def _long_cells(evaluations: Sequence[Evaluation], data: pd.DataFrame, columns: 
                 row.append(style.dash if r is None else format_cell(r.mean, r.ci_low, r.ci_high, decimals, style))
         rows.append(row)
     columns_index = pd.MultiIndex.from_tuples(header) if several else pd.Index([h[0] for h in header])
+    if not index:  # no metric has a generated value (e.g. every value skipped): an empty table, said below it
+        return pd.DataFrame(columns=columns_index, index=pd.MultiIndex.from_tuples([("", "")])[:0])
     return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index), columns=columns_index)
 
 
@@ -349,7 +351,8 @@ def metric_tables(evaluations: Sequence[Evaluation]) -> tuple[Table, list[Table]
                                                                 "the per-plugin tables)",
         display=_long_cells(evaluations, data, headline, TEXT),
         latex_frame=_long_cells(evaluations, data, headline, LATEX),
-        data=data, notes=_one_query_notes(evaluations),
+        data=data, notes=_one_query_notes(evaluations) + ([] if headline else [
+            "no metric has a generated value: the per-plugin tables say why each was skipped"]),
         definitions={k: v for k, v in definitions.items() if tuple(k.split(" · ", 1)) in set(headline)})
     per_plugin = []
     for plugin in plugins:
