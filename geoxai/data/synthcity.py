@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, setting
 from geoxai.segmentation import labels as L
 
 DESIGN = 128.0  # side of the design canvas every size is scaled from
@@ -300,10 +300,10 @@ class SynthCity:
 
     def __init__(self, seed: int = 0, size: int = 128):
         if int(seed) != seed or not 0 <= seed <= MAX_SEED:
-            raise GeoxaiError(f"SynthCity seed must be an integer from 0 to {MAX_SEED} (got {seed!r}): "
-                              "each seed has its own block of UTM coordinates")
+            raise GeoxaiError(f"{setting('seed')} {seed!r}: a SynthCity world seed is a whole number from 0 to "
+                              f"{MAX_SEED} (each seed has its own block of UTM coordinates)")
         if int(size) != size or size < MIN_SIZE:
-            raise GeoxaiError(f"SynthCity size must be an integer >= {MIN_SIZE} pixels (got {size!r})")
+            raise GeoxaiError(f"{setting('size')} {size!r}: a SynthCity image side is a whole number >= {MIN_SIZE} pixels")
         self.seed = int(seed)
         self.size = int(size)
         self._content_cache: dict[int, dict[str, Any]] = {}
