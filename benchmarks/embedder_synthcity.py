@@ -30,7 +30,7 @@ def ensure_world(world: Path, places: int, visits: int, size: int, seed: int) ->
     """The world's parameters; the world is written first when ``world`` holds none."""
     params = world / "synthcity.yaml"
     if not params.is_file():
-        from geoxai.data.synthcity_world import write_world
+        from geoxai.synthcity.world import write_world
 
         print(f"writing SynthCity world into {world} ({places} places x {visits} visits, {size} px)")
         print(write_world(world, places=places, visits=visits, size=size, seed=seed, test_fraction=0.3,

@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench/p3"))
     args = parser.parse_args()
 
-    from geoxai.data.reference_runs import write_reference_run
+    from geoxai.synthcity.reference_runs import write_reference_run
     from geoxai.embedders import read_spec
     from geoxai.evaluation.runner import evaluate, parse_plugins
     from geoxai.runs import GenerationRun

@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench/segmentation"))
     args = parser.parse_args()
 
-    from geoxai.data.reference_runs import write_reference_run
+    from geoxai.synthcity.reference_runs import write_reference_run
     from geoxai.data.vpr import list_images
     from geoxai.embedders import read_spec
     from geoxai.evaluation.runner import evaluate

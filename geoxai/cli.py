@@ -41,7 +41,7 @@ RADIUS = FiniteFloat(min=0, min_open=True)
 # Classifier-free guidance: uncond + g * (cond - uncond). 0 is the unconditional model (a baseline of what
 # the descriptor adds), 1 the plain conditional one; a negative scale would push away from the descriptor.
 GUIDANCE = FiniteFloat(min=0)
-# SynthCity's smallest image side (geoxai.data.synthcity.MIN_SIZE; not imported, to keep --help fast).
+# SynthCity's smallest image side (geoxai.synthcity.MIN_SIZE; not imported, to keep --help fast).
 MIN_WORLD_SIZE = 32
 
 
@@ -117,7 +117,7 @@ def data() -> None:
 def data_synthcity(out: Path, places: int, visits: int, size: int, seed: int, test_fraction: float,
                    val_fraction: float, overwrite: bool) -> None:
     """Render a SynthCity world in VPR format, with label maps and a factor table."""
-    from geoxai.data.synthcity_world import write_world
+    from geoxai.synthcity.world import write_world
 
     summary = write_world(out, places=places, visits=visits, size=size, seed=seed, test_fraction=test_fraction,
                           val_fraction=val_fraction, overwrite=overwrite, progress=True)
@@ -138,7 +138,7 @@ def data_synthcity(out: Path, places: int, visits: int, size: int, seed: int, te
 @click.option("--limit", default=None, type=COUNT, help="Only the first N queries (in plan order). [default: all]")
 def data_synthcity_run(world: Path, kind: str, samples: int, out: Path, seed: int, limit: int | None) -> None:
     """Write a SynthCity reference run: renders of known cause in place of an explainer's generations."""
-    from geoxai.data.reference_runs import write_reference_run
+    from geoxai.synthcity.reference_runs import write_reference_run
 
     run = write_reference_run(world, kind, samples, out, seed=seed, limit=limit, progress=True)
     click.echo(format_run(run))

@@ -20,7 +20,7 @@ from typing import Any
 
 from geoxai import pretrained
 
-# The parameters file `geoxai data synthcity` writes first into a world (``synthcity_world.PARAMS_FILE``,
+# The parameters file `geoxai data synthcity` writes first into a world (``geoxai.synthcity.world.PARAMS_FILE``,
 # not imported: that module pulls in torch, and the report reads this module without a model).
 PARAMS_FILE = "synthcity.yaml"
 

@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 
 from geoxai import pretrained
-from geoxai.data.synthcity import MIN_SIZE, SynthCity
-from geoxai.data.synthcity_world import (
+from geoxai.synthcity import MIN_SIZE, SynthCity
+from geoxai.synthcity.world import (
     check_world_complete,
     place_splits,
     synthcity_place,

@@ -229,7 +229,7 @@ def evaluate_retrieval(dataset: str | Path, spec: Mapping[str, Any], out: str | 
     row per query) and the descriptors; the output folder is checked before any work.
     """
     from geoxai.data.digests import find_duplicates
-    from geoxai.data.synthcity_world import check_world_complete
+    from geoxai.synthcity.world import check_world_complete
     from geoxai.data.vpr import VPRTestSet
     from geoxai.domain import check_domain, embedder_model
     from geoxai.embedders import from_spec

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from geoxai.cli import cli
-from geoxai.data.synthcity import SynthCity
-from geoxai.data.synthcity_world import place_splits, write_world
+from geoxai.synthcity import SynthCity
+from geoxai.synthcity.world import place_splits, write_world
 from geoxai.data.vpr import parse_name
 from geoxai.errors import GeoxaiError
 

@@ -83,7 +83,7 @@ def test_cosface_logits_match_the_formula():
 # ---------------------------------------------------------------------------------- training
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    from geoxai.data.synthcity_world import write_world
+    from geoxai.synthcity.world import write_world
 
     out = tmp_path_factory.mktemp("world")
     write_world(out, places=8, visits=4, size=64, seed=0, test_fraction=0.25, overwrite=False, progress=False)
@@ -223,7 +223,7 @@ def test_imagenet_init_reads_only_the_local_hub_cache(tmp_path, monkeypatch):
 
 def test_synthcity_config_keeps_each_place_in_one_class_and_one_group():
     """Every visit of a SynthCity place must land in its place's class, and all places in one group."""
-    from geoxai.data.synthcity import SynthCity
+    from geoxai.synthcity import SynthCity
 
     config = yaml.safe_load((REPO / "configs" / "embedder" / "synthcity-resnet18.yaml").read_text())
     g = config["groups"]

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    from geoxai.data.synthcity_world import write_world
+    from geoxai.synthcity.world import write_world
 
     folder = tmp_path_factory.mktemp("world")
     # seed 2: the shipped LDM trained on places of seeds 0 and 1, so sampling it here is on unseen places
@@ -65,7 +65,7 @@ def notices(output: str) -> list[str]:
 # ------------------------------------------------------------------------------- the rule
 def test_images_inside_a_world_match_and_loose_photos_do_not(world, photos):
     from geoxai import domain
-    from geoxai.data.synthcity_world import PARAMS_FILE
+    from geoxai.synthcity.world import PARAMS_FILE
 
     assert domain.PARAMS_FILE == PARAMS_FILE and (world / PARAMS_FILE).is_file()
     assert world_of(world / "queries") == world.resolve()
@@ -150,7 +150,7 @@ def test_evaluate_records_it_and_the_report_shows_a_banner(photo_run, photos, tm
 
 
 def test_evaluate_of_renders_shows_no_banner(world, tmp_path):
-    from geoxai.data.reference_runs import write_reference_run
+    from geoxai.synthcity.reference_runs import write_reference_run
 
     run = write_reference_run(world, "identity", 1, tmp_path / "run", progress=False).root
     out = tmp_path / "eval"

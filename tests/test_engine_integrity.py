@@ -21,7 +21,7 @@ CONSTANT = "tiny_plugins:ConstantPlugin"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    from geoxai.data.synthcity_world import write_world
+    from geoxai.synthcity.world import write_world
 
     folder = tmp_path_factory.mktemp("world")
     write_world(folder, places=8, visits=2, size=32, progress=False)
@@ -30,14 +30,14 @@ def world(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(world, tmp_path_factory) -> Path:
-    from geoxai.data.reference_runs import write_reference_run
+    from geoxai.synthcity.reference_runs import write_reference_run
 
     return write_reference_run(world, "identity", 2, tmp_path_factory.mktemp("run") / "run", progress=False).root
 
 
 @pytest.fixture(scope="module")
 def one_query_run(world, tmp_path_factory) -> Path:
-    from geoxai.data.reference_runs import write_reference_run
+    from geoxai.synthcity.reference_runs import write_reference_run
 
     return write_reference_run(world, "identity", 2, tmp_path_factory.mktemp("run1") / "run", limit=1,
                                progress=False).root

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    from geoxai.data.synthcity_world import write_world
+    from geoxai.synthcity.world import write_world
 
     folder = tmp_path_factory.mktemp("world")
     write_world(folder, places=30, visits=3, size=48, progress=False)
@@ -35,7 +35,7 @@ def world(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(world, tmp_path_factory) -> dict[str, Path]:
-    from geoxai.data.reference_runs import write_reference_run
+    from geoxai.synthcity.reference_runs import write_reference_run
 
     root = tmp_path_factory.mktemp("runs")
     return {kind: write_reference_run(world, kind, 2, root / kind, progress=False).root

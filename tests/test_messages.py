@@ -77,7 +77,7 @@ def test_embedder_config_points_to_a_spec_that_exists(tmp_path):
 
 
 def test_config_mistakes_found_before_training_starts(tmp_path):
-    from geoxai.data.synthcity_world import write_world
+    from geoxai.synthcity.world import write_world
 
     world = tmp_path / "world"
     write_world(world, places=8, visits=4, size=32, progress=False)
@@ -96,7 +96,7 @@ def test_config_mistakes_found_before_training_starts(tmp_path):
 # --------------------------------------------------------------------------- first hour
 @pytest.fixture(scope="module")
 def small_set(tmp_path_factory) -> Path:
-    from geoxai.data.synthcity_world import write_world
+    from geoxai.synthcity.world import write_world
 
     world = tmp_path_factory.mktemp("world")
     write_world(world, places=10, visits=3, size=32, progress=False)

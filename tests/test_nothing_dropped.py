@@ -32,7 +32,7 @@ def vpr_image(folder: Path, east: float, size: tuple[int, int] = (24, 24), seed:
 
 # ------------------------------------------------------------------------------- training
 def test_embedder_training_counts_and_lists_unreadable_images(tmp_path, capsys):
-    from geoxai.data.synthcity_world import write_world
+    from geoxai.synthcity.world import write_world
     from geoxai.embedders.training import train
 
     world = tmp_path / "world"

@@ -66,7 +66,7 @@ def test_merged_notices_keep_earlier_ones_once_and_replace_restated_counts():
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    from geoxai.data.synthcity_world import write_world
+    from geoxai.synthcity.world import write_world
 
     folder = tmp_path_factory.mktemp("world")
     write_world(folder, places=4, visits=3, size=32, test_fraction=0.5, val_fraction=0.0, progress=False)
@@ -75,7 +75,7 @@ def world(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(world, tmp_path_factory) -> Path:
-    from geoxai.data.reference_runs import write_reference_run
+    from geoxai.synthcity.reference_runs import write_reference_run
 
     return write_reference_run(world, "identity", 2, tmp_path_factory.mktemp("run") / "identity", progress=False).root
 

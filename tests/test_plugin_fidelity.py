@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from geoxai.data.reference_runs import write_reference_run
-from geoxai.data.synthcity_world import write_world
+from geoxai.synthcity.reference_runs import write_reference_run
+from geoxai.synthcity.world import write_world
 from geoxai.evaluation import perceptual
 from geoxai.evaluation.runner import evaluate
 from geoxai.runs import GenerationRun, plan_queries

@@ -12,8 +12,8 @@ import yaml
 from PIL import Image
 from skimage.color import rgb2lab
 
-from geoxai.data.reference_runs import write_reference_run
-from geoxai.data.synthcity_world import write_world
+from geoxai.synthcity.reference_runs import write_reference_run
+from geoxai.synthcity.world import write_world
 from geoxai.evaluation.runner import evaluate
 
 SPEC = {"name": "cosplace", "backbone": "resnet18", "dim": 16, "image_size": 48, "weights": "random"}

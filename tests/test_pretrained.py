@@ -51,8 +51,8 @@ def test_every_shipped_model_loads_by_name():
 
 def _render_queries(folder: Path, places: list[int]) -> None:
     """Visit 1 of test places of the default world, named as `geoxai data synthcity` names them."""
-    from geoxai.data.synthcity import SynthCity
-    from geoxai.data.synthcity_world import image_name
+    from geoxai.synthcity import SynthCity
+    from geoxai.synthcity.world import image_name
 
     city = SynthCity(seed=0, size=128)
     folder.mkdir(parents=True)
@@ -63,7 +63,7 @@ def _render_queries(folder: Path, places: list[int]) -> None:
 def test_a_shipped_generation_resembles_its_query_and_not_other_places(tmp_path):
     """Loose bound, but random weights fail it: generations of unseen test places, scored by the embedder."""
     from geoxai.data.images import load_tensor
-    from geoxai.data.synthcity import SynthCity
+    from geoxai.synthcity import SynthCity
     from geoxai.embedders import load
     from geoxai.ldm.loading import load_components
     from geoxai.ldm.sampling import sample_run

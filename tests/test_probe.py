@@ -35,7 +35,7 @@ def test_probe_table_has_every_factor_revisit_and_other_place(tmp_path):
 
 
 def test_probe_uses_held_out_places_only():
-    from geoxai.data.synthcity import SynthCity
+    from geoxai.synthcity import SynthCity
 
     city = SynthCity(seed=0, size=64)
     chosen = held_out_places(city, 10)
@@ -54,7 +54,7 @@ def test_constant_embedder_gives_similarity_one_everywhere():
 
 def test_similarities_come_from_the_right_renders():
     """Recompute the re-visit and different-place cosines by hand from SynthCity renders."""
-    from geoxai.data.synthcity import SynthCity
+    from geoxai.synthcity import SynthCity
 
     embedder = _embedder()
     result = run_probe(embedder, places=3, seed=0, size=64, device="cpu", progress=False)

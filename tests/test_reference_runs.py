@@ -14,9 +14,9 @@ import yaml
 from PIL import Image
 from scipy import ndimage
 
-from geoxai.data.reference_runs import REFERENCE_KINDS, write_reference_run
-from geoxai.data.synthcity import SynthCity
-from geoxai.data.synthcity_world import write_world
+from geoxai.synthcity.reference_runs import REFERENCE_KINDS, write_reference_run
+from geoxai.synthcity import SynthCity
+from geoxai.synthcity.world import write_world
 from geoxai.errors import GeoxaiError
 from geoxai.runs import GenerationRun
 from geoxai.segmentation import labels as L

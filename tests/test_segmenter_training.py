@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    from geoxai.data.synthcity_world import write_world
+    from geoxai.synthcity.world import write_world
 
     out = tmp_path_factory.mktemp("world")
     write_world(out, places=12, visits=3, size=48, progress=False)

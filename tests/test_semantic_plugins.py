@@ -19,8 +19,8 @@ from PIL import Image
 from skimage.color import deltaE_ciede2000, rgb2lab
 
 import geoxai.evaluation.statistics as S
-from geoxai.data.reference_runs import write_reference_run
-from geoxai.data.synthcity_world import write_world
+from geoxai.synthcity.reference_runs import write_reference_run
+from geoxai.synthcity.world import write_world
 from geoxai.errors import GeoxaiError
 from geoxai.evaluation import Pair, Skip
 from geoxai.evaluation.context import EvaluationContext

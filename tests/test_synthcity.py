@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from geoxai.data.synthcity import FACTOR_KEYS, SynthCity
+from geoxai.synthcity import FACTOR_KEYS, SynthCity
 from geoxai.errors import GeoxaiError
 from geoxai.segmentation import labels as L
 

@@ -48,8 +48,8 @@ def installed(tmp_path, monkeypatch):
 
 
 def test_a_third_party_plugin_runs_through_evaluate_and_report(installed, tmp_path):
-    from geoxai.data.reference_runs import write_reference_run
-    from geoxai.data.synthcity_world import write_world
+    from geoxai.synthcity.reference_runs import write_reference_run
+    from geoxai.synthcity.world import write_world
 
     write_world(tmp_path / "world", places=12, visits=3, size=32, progress=False)
     write_reference_run(tmp_path / "world", "lighting", 2, tmp_path / "run", progress=False)

@@ -118,8 +118,8 @@ def test_training_listings_warn_of_an_unreadable_folder(tmp_path, unreadable):
 
 
 def test_evaluate_records_an_unreadable_database_folder(tmp_path, unreadable):
-    from geoxai.data.reference_runs import write_reference_run
-    from geoxai.data.synthcity_world import write_world
+    from geoxai.synthcity.reference_runs import write_reference_run
+    from geoxai.synthcity.world import write_world
     from geoxai.evaluation.runner import evaluate
 
     write_world(tmp_path / "world", places=6, visits=2, size=32, progress=False)
@@ -161,8 +161,8 @@ def test_listing_a_readable_tree_reports_nothing(tmp_path):
 def test_evaluate_names_run_images_in_an_unreadable_folder(tmp_path, unreadable):
     import shutil
 
-    from geoxai.data.reference_runs import write_reference_run
-    from geoxai.data.synthcity_world import write_world
+    from geoxai.synthcity.reference_runs import write_reference_run
+    from geoxai.synthcity.world import write_world
     from geoxai.evaluation.runner import evaluate
 
     write_world(tmp_path / "world", places=12, visits=2, size=32, progress=False)

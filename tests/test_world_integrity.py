@@ -17,9 +17,9 @@ import yaml
 from click.testing import CliRunner
 
 from geoxai.cli import cli
-from geoxai.data import synthcity_world
-from geoxai.data.synthcity import SynthCity
-from geoxai.data.synthcity_world import (
+from geoxai.synthcity import world as synthcity_world
+from geoxai.synthcity import SynthCity
+from geoxai.synthcity.world import (
     check_world_complete,
     image_name,
     synthcity_place,

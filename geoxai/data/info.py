@@ -18,7 +18,7 @@ from geoxai.data.vpr import (
 )
 from geoxai.data.digests import Duplicates, find_duplicates
 from geoxai.data.images import image_size
-from geoxai.data.synthcity_world import check_world_complete
+from geoxai.synthcity.world import check_world_complete
 from geoxai.errors import GeoxaiError, UnreadableImageError
 
 PARTS = ("train", "database", "queries")

@@ -89,7 +89,7 @@ def run_probe(spec: Mapping[str, Any] | Any, places: int = 50, seed: int = 0, si
     """
     from tqdm.auto import tqdm
 
-    from geoxai.data.synthcity import SynthCity
+    from geoxai.synthcity import SynthCity
     from geoxai.embedders import Embedder, from_spec
 
     if out is not None:

@@ -114,7 +114,7 @@ def training_config(config: dict[str, Any]) -> dict[str, Any]:
         raise GeoxaiError(f"embedder config: eval.dataset_dir={eval_dir!r} is not a VPR test set (a folder with "
                           "database/ and queries/); fix it or set eval.dataset_dir: null (checked before training "
                           "so that a finished run never fails at its last step)")
-    from geoxai.data.synthcity_world import check_world_complete
+    from geoxai.synthcity.world import check_world_complete
     from geoxai.embedders.cosplace import backbone_name
     from geoxai.errors import settings_from
     from geoxai.protocols import training_worlds

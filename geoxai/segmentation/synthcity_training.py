@@ -136,7 +136,7 @@ def training_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def _check_folders(cfg: dict[str, Any]) -> None:
     """Every folder exists and training folders keep to the protocol, before any work starts."""
-    from geoxai.data.synthcity_world import check_world_complete
+    from geoxai.synthcity.world import check_world_complete
     from geoxai.protocols import check_training_folders, training_worlds
 
     data = cfg["data"]

@@ -44,22 +44,22 @@ import yaml
 from PIL import Image
 from tqdm.auto import tqdm
 
-from geoxai.data.synthcity import (
+from geoxai.data.vpr import VPRName, format_name, parse_name
+from geoxai.errors import GeoxaiError, setting
+from geoxai.files import atomic_save_image, atomic_write_text, writable_folder
+from geoxai.segmentation import labels as L
+from geoxai.synthcity.places import (
     MAX_PLACES,
     MAX_SEED,
-    MIN_SIZE,
     ORIGIN_EAST,
     ORIGIN_NORTH,
     PLACE_SPACING_M,
     SEED_BLOCK_EAST_M,
     SEED_BLOCK_NORTH_M,
     SEED_BLOCK_ROWS,
-    SynthCity,
 )
-from geoxai.data.vpr import VPRName, format_name, parse_name
-from geoxai.errors import GeoxaiError, setting
-from geoxai.files import atomic_save_image, atomic_write_text, writable_folder
-from geoxai.segmentation import labels as L
+from geoxai.synthcity.render import MIN_SIZE, SynthCity
+from geoxai.synthcity.rng import Rng
 
 FORMAT_VERSION = 1
 PARAMS_FILE = "synthcity.yaml"
@@ -250,9 +250,7 @@ def place_splits(city: SynthCity, places: int, test_fraction: float, val_fractio
     """``test``, ``val`` or ``train`` per place; validation places are spread evenly over the
     non-test places (the k-th one is validation where ``floor(f * (k + 1) + phase)`` steps up)."""
 
-    from geoxai.data.synthcity import _Rng
-
-    phase = _Rng(city.seed, 6).random()
+    phase = Rng(city.seed, 6).random()
     splits, k = [], 0
     for place in range(places):
         if city.is_test_place(place, test_fraction):

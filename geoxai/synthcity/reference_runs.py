@@ -39,12 +39,12 @@ import yaml
 from PIL import Image
 from tqdm.auto import tqdm
 
-from geoxai.data.synthcity import SynthCity
-from geoxai.data.synthcity_world import PARAMS_FILE
 from geoxai.errors import GeoxaiError, UnreadableImageError, setting
 from geoxai.files import atomic_save_image, atomic_write_text
 from geoxai.registry import did_you_mean
 from geoxai.runs import GenerationRun, QueryItem, plan_queries, sample_seed
+from geoxai.synthcity.render import SynthCity
+from geoxai.synthcity.world import PARAMS_FILE
 
 TRANSIENT_KINDS = ("sky", "lighting", "vehicles", "pedestrians", "signs")
 CONTENT_KINDS = {"windows": "windows", "colours": "facade_colors"}  # kind -> SynthCity override key
