@@ -15,6 +15,7 @@ SIGN_MAX_SCALE, SIGN_MAX_SHIFT = 1.1, 1.0  # the extent a sign may take in any v
 
 def draw_view(content: dict[str, Any], factors: dict[str, Any], size: int, textures: Textures,
             place: int, grids: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, int]:
+    """The image, label map and visible window count of ``content`` seen under ``factors``."""
     view = View(size, factors["camera"])
     canvas = Canvas(size)
     coarse = textures.value_noise(view.u, view.v, 7.0, 4 * place)

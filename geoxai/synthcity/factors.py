@@ -12,6 +12,7 @@ FACTOR_KEYS = ("sky", "lighting", "vehicles", "pedestrians", "signs", "camera")
 
 
 def sample_sky(rng: Rng) -> dict[str, Any]:
+    """Time of day (day, dusk), sky kind (clear, clouds, overcast), its colours and clouds."""
     time_of_day = "dusk" if rng.random() < 0.25 else "day"
     kind = str(rng.choice(["clear", "clouds", "overcast"], p=[0.35, 0.4, 0.25]))
     if kind == "overcast":
@@ -40,6 +41,7 @@ def sample_sky(rng: Rng) -> dict[str, Any]:
 
 
 def sample_lighting(rng: Rng) -> dict[str, Any]:
+    """Brightness, colour tint and the cast shadow of one visit."""
     sun_side = str(rng.choice(["left", "right", "none"], p=[0.38, 0.38, 0.24]))
     tint = str(rng.choice(["warm", "cool", "neutral"], p=[0.35, 0.35, 0.3]))
     strength = 0.0 if tint == "neutral" else rng.uniform(0.03, 0.12)
@@ -58,6 +60,7 @@ def sample_lighting(rng: Rng) -> dict[str, Any]:
 
 
 def sample_vehicles(rng: Rng) -> list[dict[str, Any]]:
+    """Up to three cars or vans in the two lanes, never overlapping within a lane."""
     vehicles: list[dict[str, Any]] = []
     for _ in range(int(rng.choice([0, 1, 2, 3], p=[0.2, 0.35, 0.3, 0.15]))):
         kind = "van" if rng.random() < 0.25 else "car"
@@ -80,6 +83,7 @@ def sample_vehicles(rng: Rng) -> list[dict[str, Any]]:
 
 
 def sample_pedestrians(rng: Rng) -> list[dict[str, Any]]:
+    """The people on the sidewalk."""
     people = []
     for _ in range(int(rng.choice([0, 1, 2, 3, 4], p=[0.25, 0.3, 0.25, 0.12, 0.08]))):
         people.append({
@@ -95,6 +99,7 @@ def sample_pedestrians(rng: Rng) -> list[dict[str, Any]]:
 
 
 def sample_sign_appearance(rng: Rng, signs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """How each of the place's signs looks in this visit (its position and shape are content)."""
     looks = []
     for _sign in signs:
         looks.append({
@@ -109,5 +114,6 @@ def sample_sign_appearance(rng: Rng, signs: list[dict[str, Any]]) -> list[dict[s
 
 
 def sample_camera(rng: Rng) -> dict[str, Any]:
+    """Camera shift, zoom and sensor noise."""
     return {"dx": int(rng.integers(-4, 5)), "dy": int(rng.integers(-3, 4)), "zoom": round(rng.uniform(0.96, 1.06), 4),
             "noise_level": round(rng.uniform(1.0, 5.0), 3), "noise_seed": int(rng.integers(1 << 31))}

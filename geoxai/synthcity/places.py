@@ -38,6 +38,7 @@ def seed_origin(seed: int) -> tuple[float, float]:
 
 
 def sample_place(rng: Rng) -> dict[str, Any]:
+    """The persistent content of one place, in design units, from the place's own stream."""
     base = rng.uniform(80, 90)  # design y where facades meet the sidewalk
     kerb = base + rng.uniform(8, 13)
     buildings = _sample_buildings(rng, base)
@@ -71,7 +72,8 @@ def sample_place(rng: Rng) -> dict[str, Any]:
             "crown_rx": round(rx, 3), "crown_ry": round(ry, 3),
             "crown_color": hsv_rgb(rng.uniform(0.2, 0.36), rng.uniform(0.45, 0.75), rng.uniform(0.25, 0.5)),
             "trunk_color": hsv_rgb(0.07, 0.5, rng.uniform(0.2, 0.35)),
-            "blobs": [[round(rng.uniform(-0.6, 0.6), 3), round(rng.uniform(-0.5, 0.4), 3), round(rng.uniform(0.45, 0.7), 3)]
+            "blobs": [[round(rng.uniform(-0.6, 0.6), 3), round(rng.uniform(-0.5, 0.4), 3),
+                       round(rng.uniform(0.45, 0.7), 3)]
                       for _ in range(int(rng.integers(3, 6)))],
         })
     content["trees"] = trees
@@ -116,7 +118,8 @@ def _sample_skyline(rng: Rng, base: float) -> list[dict[str, Any]]:
     while x < 152:
         width = rng.uniform(10, 30)
         blocks.append({"x0": round(x, 3), "x1": round(x + width, 3), "top": round(base - rng.uniform(45, 95), 3),
-                       "color": hsv_rgb(rng.uniform(0.55, 0.62), rng.uniform(0.05, 0.2), haze + rng.uniform(-0.08, 0.08))})
+                       "color": hsv_rgb(rng.uniform(0.55, 0.62), rng.uniform(0.05, 0.2),
+                                        haze + rng.uniform(-0.08, 0.08))})
         x += width
     return blocks
 
