@@ -64,7 +64,6 @@ def draw_view(content: dict[str, Any], factors: dict[str, Any], size: int, textu
     return image, canvas.labels, window_count
 
 
-
 def _sky_colours(view: View, sky: dict[str, Any], textures: Textures) -> np.ndarray:
     t = np.clip((view.v - (-10.0)) / 100.0, 0.0, 1.0).astype(np.float32) ** 1.3
     top, horizon = np.asarray(sky["top"], np.float32), np.asarray(sky["horizon"], np.float32)

@@ -157,7 +157,6 @@ class Canvas:
             rgb[mask] = colour[mask] if colour.ndim == 3 else colour
 
 
-
 def mark(mask: np.ndarray, stamp: Stamp) -> None:
     """Set ``mask`` where ``stamp`` covers."""
     if stamp.empty:
@@ -166,4 +165,3 @@ def mark(mask: np.ndarray, stamp: Stamp) -> None:
         mask[stamp.ys, stamp.xs] = True
     else:
         mask[stamp.ys, stamp.xs] |= stamp.mask
-

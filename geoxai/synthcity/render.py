@@ -70,7 +70,6 @@ class Render(NamedTuple):
     factors: dict[str, Any]
 
 
-
 class SynthCity:
     """A deterministic procedural street world; see the module docstring.
 
