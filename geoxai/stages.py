@@ -1,16 +1,19 @@
-"""The training stages ``geoxai train`` runs, one registry keyed by a config's ``stage:`` name.
+"""The training stages ``geoxai train`` runs: one registry keyed by a config's ``stage:`` name, and
+one runner for the steps every stage shares.
 
 Each stage is a module with the same contract: ``defaults`` (the config with every key filled in),
-``rules`` (its numeric keys, checked by ``geoxai.config.check_values`` before any work starts) and
-``train(config, resume) -> Path`` (the shared steps of ``geoxai.trainer``: output folder and resume
-checks, config saved beside the outputs, skipped images, ``fit_stage``). The registry names them as
-``module:attribute`` text, so listing the stages or rejecting an unknown one imports no torch.
+``rules`` (its numeric keys, checked by ``geoxai.config.check_values`` before any work starts), a
+``checked`` function (the config merged over the defaults, its values, folders, protocol and worlds
+checked) and ``fit(config, out, resume)`` (data, module, ``Trainer``, ``geoxai.trainer.fit_stage``,
+outputs). ``Stage.run`` does what lies between for every stage: the output folder refused when it
+holds a run (or, with ``--resume``, when it holds none) and proven writable. The registry names the
+modules as text, so listing the stages or rejecting an unknown one imports no torch.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +24,12 @@ from geoxai.registry import did_you_mean
 
 @dataclass(frozen=True)
 class Stage:
-    """One training stage: where its train function, default config and rule table live."""
+    """One training stage: its module and the names of its contract's parts there."""
 
     name: str
     module: str
-    train: str = "train"
+    checked: str = "checked_config"
+    fit: str = "fit"
     defaults: str = "DEFAULTS"
     rules: str = "RULES"
 
@@ -33,19 +37,26 @@ class Stage:
         """The stage module's ``name`` (its module is imported on first use)."""
         return getattr(importlib.import_module(self.module), name)
 
-    def trainer(self) -> Callable[..., Path | None]:
-        return self.attribute(self.train)
-
     def default_config(self) -> dict[str, Any]:
         return self.attribute(self.defaults)
 
     def rule_table(self) -> Mapping[str, Any]:
         return self.attribute(self.rules)
 
+    def run(self, config: Mapping[str, Any], resume: bool = False) -> Path | None:
+        """Train (or with ``resume`` continue) this stage; returns what the stage saved."""
+        from geoxai.trainer import check_output_dir, resume_checkpoint
+
+        config = self.attribute(self.checked)(config)
+        out = Path(config["output_dir"])
+        resume_checkpoint(out, resume)
+        check_output_dir(out)
+        return self.attribute(self.fit)(config, out, resume)
+
 
 STAGES: dict[str, Stage] = {
     stage.name: stage for stage in (
-        Stage("embedder", "geoxai.embedders.training"),
+        Stage("embedder", "geoxai.embedders.training", checked="training_config"),
         Stage("autoencoder", "geoxai.ldm.autoencoder_training", defaults="AE_DEFAULTS", rules="AE_RULES"),
         Stage("ldm", "geoxai.ldm.training", defaults="LDM_DEFAULTS", rules="LDM_RULES"),
         Stage("segmenter", "geoxai.segmentation.synthcity_training"),
@@ -76,4 +87,4 @@ def run_stage(config: dict[str, Any], resume: bool = False, where: str = "config
 
     stage = get_stage(config.get("stage"), where)
     with settings_from("", where):
-        return stage.trainer()(config, resume=resume)
+        return stage.run(config, resume)

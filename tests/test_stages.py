@@ -39,7 +39,8 @@ def test_an_unknown_stage_is_one_line_naming_the_file_and_the_stages(tmp_path, s
 def test_every_registered_stage_declares_its_trainer_defaults_and_rules():
     assert stage_names() == ["embedder", "autoencoder", "ldm", "segmenter"]
     for name, stage in STAGES.items():
-        assert callable(stage.trainer())
+        assert callable(stage.attribute(stage.checked)) and callable(stage.attribute(stage.fit))
+        assert stage.attribute("train").__module__ == stage.module
         assert stage.default_config()["stage"] == name
         defaults = stage.default_config()
         for key in stage.rule_table():

@@ -384,21 +384,17 @@ def _check_resumable(cfg: dict[str, Any], saved_path: Path) -> None:
 
 def train(config: dict[str, Any], resume: bool = False) -> Path:
     """Train CosPlace from a config (see ``DEFAULTS``); returns the saved weights' path."""
+    from geoxai.stages import STAGES
+
+    return STAGES["embedder"].run(config, resume)
+
+
+def fit(cfg: dict[str, Any], out: Path, resume: bool) -> Path:
+    """The embedder's part of ``Stage.run``: groups, network, training, weights and evaluation."""
     from geoxai.data.vpr import read_train_set
-    from geoxai.trainer import (
-        build_trainer,
-        check_output_dir,
-        fit_stage,
-        resume_checkpoint,
-        skipped_images_callback,
-    )
+    from geoxai.trainer import build_trainer, fit_stage, skipped_images_callback
 
-    cfg = training_config(config)
-    out = Path(cfg["output_dir"])
     checkpoint = out / "checkpoints" / CHECKPOINT_NAME
-    resume_checkpoint(out, resume)
-    check_output_dir(out)
-
     if resume:
         _check_resumable(cfg, out / "config.yaml")
     data, model, optim, augment = cfg["data"], cfg["model"], cfg["optim"], cfg["augment"]

@@ -260,22 +260,9 @@ def latent_std(vae: AutoencoderKL, loader: Any, max_batches: int = 8) -> float:
     return float(torch.cat(samples).std()) if samples else float("nan")
 
 
-def train(config: dict[str, Any], resume: bool = False) -> Path:
-    """Train the autoencoder of ``config``; returns the ``vae/`` folder (diffusers layout)."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
-    from pytorch_lightning.loggers import CSVLogger
-
-    from geoxai.config import save_config
-    from geoxai.files import atomic_folder, atomic_write_text
+def checked_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``resolve_config`` with every folder checked and the worlds recorded (before any output)."""
     from geoxai.protocols import check_training_folders, training_worlds
-    from geoxai.trainer import (
-        build_trainer,
-        check_output_dir,
-        fit_stage,
-        resume_checkpoint,
-        skipped_images_callback,
-        stage_info,
-    )
 
     config = resolve_config(config)
     check_folders(config["data"]["train_dirs"], "data.train_dirs")
@@ -283,10 +270,26 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
     config["worlds"] = training_worlds(config["data"]["train_dirs"], "autoencoder")
     if config["data"]["val_dir"]:
         check_folders([config["data"]["val_dir"]], "data.val_dir")
-    out = Path(config["output_dir"])
+    return config
+
+
+def train(config: dict[str, Any], resume: bool = False) -> Path:
+    """Train the autoencoder of ``config``; returns the ``vae/`` folder (diffusers layout)."""
+    from geoxai.stages import STAGES
+
+    return STAGES["autoencoder"].run(config, resume)
+
+
+def fit(config: dict[str, Any], out: Path, resume: bool) -> Path:
+    """The autoencoder's part of ``Stage.run``: data, network, training, ``vae/`` and metrics."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger
+
+    from geoxai.config import save_config
+    from geoxai.files import atomic_folder, atomic_write_text
+    from geoxai.trainer import build_trainer, fit_stage, skipped_images_callback, stage_info
+
     last = out / "checkpoints" / "last.ckpt"
-    resume_checkpoint(out, resume)
-    check_output_dir(out)
     data = config["data"]
     paths = _images(data["train_dirs"])
     train_loader = _loader(paths, int(data["image_size"]), _random_crop_flip(int(data["crop_size"]), data["flip"]),

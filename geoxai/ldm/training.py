@@ -269,8 +269,20 @@ def _loggers(out: Path) -> list[Any]:
     return loggers
 
 
+def checked_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``resolve_config`` with every folder checked, the worlds recorded and paths made absolute."""
+    return check_paths(resolve_config(config))
+
+
 def train(config: dict[str, Any], resume: bool = False) -> Path:
     """Train (or with ``resume`` continue) the LDM of ``config``; returns ``checkpoints/last.ckpt``."""
+    from geoxai.stages import STAGES
+
+    return STAGES["ldm"].run(config, resume)
+
+
+def fit(config: dict[str, Any], out: Path, resume: bool) -> Path:
+    """The LDM's part of ``Stage.run``: frozen models, latent cache, previews, training."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from torch.utils.data import DataLoader
@@ -288,20 +300,10 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
     from geoxai.ldm.callbacks import LossCSV, PreviewGrid
     from geoxai.ldm.latent_cache import build_latent_cache
     from geoxai.ldm.module import LatentDiffusion
-    from geoxai.trainer import (
-        build_trainer,
-        check_output_dir,
-        fit_stage,
-        resume_checkpoint,
-        stage_info,
-    )
+    from geoxai.trainer import build_trainer, fit_stage, stage_info
 
-    config = check_paths(resolve_config(config))
-    out = Path(config["output_dir"])
     checkpoints = out / "checkpoints"
     last = checkpoints / "last.ckpt"
-    resume_checkpoint(out, resume)
-    check_output_dir(out)
     data, logging = config["data"], config["logging"]
 
     vae = load_autoencoder(config["autoencoder"])

@@ -408,23 +408,31 @@ def _summary(result: dict[str, Any]) -> str:
     return f"pixel accuracy {100 * result['pixel_accuracy']:.2f}%, mIoU {result['mean_iou']:.3f} ({ious})"
 
 
+def checked_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``training_config`` with every folder checked and the worlds recorded (before any output)."""
+    cfg = training_config(config)
+    _check_folders(cfg)
+    return cfg
+
+
 def train(config: dict[str, Any], resume: bool = False) -> Path:
     """Train the segmenter of ``config`` (see ``DEFAULTS``); returns the ``segmenter.safetensors`` path."""
+    from geoxai.stages import STAGES
+
+    return STAGES["segmenter"].run(config, resume)
+
+
+def fit(cfg: dict[str, Any], out: Path, resume: bool) -> Path:
+    """The segmenter's part of ``Stage.run``: data, network, training, weights and metrics."""
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
     from geoxai.config import save_config
     from geoxai.files import atomic_write_text
     from geoxai.segmentation.synthcity import SynthCitySegmenter, save_segmenter
-    from geoxai.trainer import (build_trainer, check_output_dir, fit_stage, resume_checkpoint,
-                                skipped_images_callback, stage_info)
+    from geoxai.trainer import build_trainer, fit_stage, skipped_images_callback, stage_info
 
-    cfg = training_config(config)
-    _check_folders(cfg)
-    out = Path(cfg["output_dir"])
     last = out / "checkpoints" / CHECKPOINT_NAME
-    resume_checkpoint(out, resume)
-    check_output_dir(out)
     if resume:
         _check_resumable(cfg, out / "config.yaml")
     data, model = cfg["data"], cfg["model"]
