@@ -164,37 +164,18 @@ def data_info(folder: Path, radius: float, no_labels: bool, no_decode: bool) -> 
 
 
 # ------------------------------------------------------------------------------------ training
-_STAGES = {
-    "embedder": "geoxai.embedders.training:train",
-    "autoencoder": "geoxai.ldm.autoencoder_training:train",
-    "ldm": "geoxai.ldm.training:train",
-    "segmenter": "geoxai.segmentation.synthcity_training:train",
-}
-
-
 @cli.command("train", context_settings={"ignore_unknown_options": True})
 @click.option("--config", "config_path", required=True, type=click.Path(path_type=Path),
-              help="YAML config; its `stage:` key picks embedder, autoencoder or ldm (examples in configs/).")
+              help="YAML config; its `stage:` key picks embedder, autoencoder, ldm or segmenter (examples in "
+                   "configs/).")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the config's output_dir.")
 @click.argument("overrides", nargs=-1)
 def train(config_path: Path, resume: bool, overrides: tuple[str, ...]) -> None:
     """Train a stage from a config, with key.sub=value overrides (e.g. trainer.max_time=30)."""
-    import importlib
-
     from geoxai.config import load_config
-    from geoxai.errors import settings_from
-    from geoxai.registry import did_you_mean
+    from geoxai.stages import run_stage
 
-    config = load_config(config_path, overrides)
-    stage = config.get("stage")
-    if stage not in _STAGES:
-        raise GeoxaiError(
-            f"{config_path}: `stage:` must be one of {', '.join(_STAGES)} (got {stage!r})."
-            f"{did_you_mean(str(stage), list(_STAGES))}"
-        )
-    module_name, func = _STAGES[stage].split(":")
-    with settings_from("", str(config_path)):  # errors name the file and its keys, not command-line flags
-        result = getattr(importlib.import_module(module_name), func)(config, resume=resume)
+    result = run_stage(load_config(config_path, overrides), resume=resume, where=str(config_path))
     if result is not None:
         click.echo(f"saved: {result}")
 

@@ -114,6 +114,50 @@ def resume_checkpoint(output_dir: str | Path, resume: bool) -> Path | None:
     return last if resume else None
 
 
+class NonFiniteLossError(GeoxaiError):
+    """The loss became NaN or infinite; ``step`` is the optimizer step being computed and ``fix`` the
+    setting to change (``fit_stage`` turns it into one line naming the checkpoint that is kept)."""
+
+    def __init__(self, message: str, step: int, fix: str = "lower the learning rate or check the data"):
+        super().__init__(message)
+        self.step, self.fix = step, fix
+
+
+def check_finite_loss(loss: torch.Tensor, step: int, what: str, fix: str) -> None:
+    """Raise ``NonFiniteLossError`` when ``loss`` is NaN or infinite (every stage checks each step)."""
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"{what}training loss is {loss.item()} at step {step}", step, fix)
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
+    except Exception:  # a checkpoint being unreadable here is reported where it is loaded
+        return None
+
+
+def fit_stage(trainer: Any, module: Any, last: Path, resume: bool, save_last: bool = True, **data: Any) -> None:
+    """``trainer.fit`` for every stage: from ``last`` with ``--resume`` (weights only), the full state
+    saved to ``last`` at the end (``save_last``) so ``--resume`` continues from it, and a NaN or
+    infinite loss one line that names the last good checkpoint, which is kept.
+
+    Batches are drawn anew each epoch (shuffled or sampled), so a mid-epoch resume loses nothing that
+    matters: Lightning's warning that a dataloader is not resumable is muted.
+    """
+    last = Path(last)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*your dataloader is not resumable")
+            trainer.fit(module, ckpt_path=str(last) if resume else None, weights_only=True, **data)
+    except NonFiniteLossError as exc:
+        good = _checkpoint_step(last) if last.is_file() else None
+        kept = (f"the last good checkpoint is kept: {last} (step {good})" if good is not None
+                else "no checkpoint had been saved yet")
+        raise GeoxaiError(f"{exc}; training stopped, {kept}; {exc.fix}, then continue with --resume") from None
+    if save_last:
+        trainer.save_checkpoint(last, weights_only=False)
+
+
 def check_output_dir(output_dir: str | Path) -> Path:
     """``output_dir`` created and proven writable before any training work starts."""
     from geoxai.files import writable_folder

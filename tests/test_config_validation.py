@@ -16,14 +16,10 @@ from click.testing import CliRunner
 from geoxai.cli import cli
 from geoxai.config import Number, check_values
 from geoxai.errors import GeoxaiError
+from geoxai.stages import STAGES as REGISTRY
 
-# stage -> (module, its rule table, its defaults)
-STAGES = {
-    "ldm": ("geoxai.ldm.training", "LDM_RULES", "LDM_DEFAULTS"),
-    "autoencoder": ("geoxai.ldm.autoencoder_training", "AE_RULES", "AE_DEFAULTS"),
-    "embedder": ("geoxai.embedders.training", "RULES", "DEFAULTS"),
-    "segmenter": ("geoxai.segmentation.synthcity_training", "RULES", "DEFAULTS"),
-}
+# stage -> (module, its rule table, its defaults), as the stage registry declares them
+STAGES = {stage.name: (stage.module, stage.rules, stage.defaults) for stage in REGISTRY.values()}
 
 BAD = [
     ("ldm", "trainer.max_steps=-5", r"trainer.max_steps: -5 is negative; give a whole number >= 1 or -1 \(no limit\)"),

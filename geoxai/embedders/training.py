@@ -14,7 +14,6 @@ learning rates per step), ``config.yaml`` and ``checkpoints/last.ckpt`` (for ``-
 from __future__ import annotations
 
 import copy
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ from geoxai.embedders.cosface import CosFaceHead
 from geoxai.embedders.cosgroups import CosGroup, build_groups, describe_groups
 from geoxai.errors import GeoxaiError, UnreadableImageError
 from geoxai.files import atomic_path
-from geoxai.trainer import CHECKPOINT_NAME, TRAINER_DEFAULTS, TRAINER_RULES, stage_info
+from geoxai.trainer import CHECKPOINT_NAME, TRAINER_DEFAULTS, TRAINER_RULES, check_finite_loss, stage_info
 
 DEFAULTS: dict[str, Any] = {
     "stage": "embedder",
@@ -211,6 +210,7 @@ class CosPlaceTraining(pl.LightningModule):
         if self.device_augment is not None:
             images = torch.stack([self.device_augment(image) for image in images])
         loss = self.loss(images, labels, self.current_group)
+        check_finite_loss(loss, self.global_step, "embedder: ", "lower optim.lr")
         param_groups = self.optimizers().param_groups
         self.log("loss", loss, prog_bar=True)
         self.log("lr", param_groups[0]["lr"], prog_bar=True)
@@ -384,20 +384,17 @@ def _check_resumable(cfg: dict[str, Any], saved_path: Path) -> None:
 
 def train(config: dict[str, Any], resume: bool = False) -> Path:
     """Train CosPlace from a config (see ``DEFAULTS``); returns the saved weights' path."""
+    from geoxai.stages import STAGES
+
+    return STAGES["embedder"].run(config, resume)
+
+
+def fit(cfg: dict[str, Any], out: Path, resume: bool) -> Path:
+    """The embedder's part of ``Stage.run``: groups, network, training, weights and evaluation."""
     from geoxai.data.vpr import read_train_set
-    from geoxai.trainer import (
-        build_trainer,
-        check_output_dir,
-        resume_checkpoint,
-        skipped_images_callback,
-    )
+    from geoxai.trainer import build_trainer, fit_stage, skipped_images_callback
 
-    cfg = training_config(config)
-    out = Path(cfg["output_dir"])
     checkpoint = out / "checkpoints" / CHECKPOINT_NAME
-    resume_checkpoint(out, resume)
-    check_output_dir(out)
-
     if resume:
         _check_resumable(cfg, out / "config.yaml")
     data, model, optim, augment = cfg["data"], cfg["model"], cfg["optim"], cfg["augment"]
@@ -433,10 +430,8 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
         trainer = make_trainer(strategy=strategy)
     if trainer.is_global_zero:
         save_config(cfg, out / "config.yaml")
-    with warnings.catch_warnings():
-        # batches are drawn at random with replacement, so a mid-epoch resume loses nothing
-        warnings.filterwarnings("ignore", message=".*your dataloader is not resumable")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint if resume else None, weights_only=True)
+    # ResumeCheckpoint saves the stopping step itself (before Lightning closes the epoch)
+    fit_stage(trainer, module, checkpoint, resume, save_last=False, datamodule=datamodule)
     if not trainer.is_global_zero:
         return out / weights_name(model["backbone"], int(model["dim"]))
 

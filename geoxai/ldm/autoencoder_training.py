@@ -36,7 +36,7 @@ from geoxai.config import (
     merge,
 )
 from geoxai.errors import GeoxaiError, config_key
-from geoxai.trainer import TRAINER_DEFAULTS, TRAINER_RULES
+from geoxai.trainer import TRAINER_DEFAULTS, TRAINER_RULES, check_finite_loss
 
 AE_DEFAULTS: dict[str, Any] = {
     "stage": "autoencoder",
@@ -173,9 +173,7 @@ class AutoencoderTraining(pl.LightningModule):
             rec_loss = rec_loss + float(loss_cfg["lpips_weight"]) * perceptual * x[0].numel()
         kl = posterior.kl().sum() / x.shape[0]
         loss = rec_loss + float(loss_cfg["kl_weight"]) * kl
-        if not torch.isfinite(loss):
-            raise GeoxaiError(f"autoencoder: training loss is {loss.item()} at step {self.global_step}; lower "
-                              "optim.lr and continue from the last checkpoint with --resume")
+        check_finite_loss(loss, self.global_step, "autoencoder: ", "lower optim.lr")
         self.log("train/l1", per_pixel.mean(), prog_bar=True, batch_size=x.shape[0])
         self.log("train/kl", kl, batch_size=x.shape[0])
         return loss
@@ -183,8 +181,11 @@ class AutoencoderTraining(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.hparams.config["optim"]
         optimizer = torch.optim.Adam(self.vae.parameters(), lr=float(optim["lr"]), betas=tuple(optim["betas"]))
+        # step s of the warm-up runs at (s + 1) / (warmup + 1) of the rate, then the full rate (torch's
+        # LinearLR; diffusers' constant_with_warmup would start at 0, a step that learns nothing)
         warmup = max(int(optim["warmup_steps"]), 0)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
+        scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), end_factor=1.0,
+                                                      total_iters=warmup)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
@@ -259,21 +260,9 @@ def latent_std(vae: AutoencoderKL, loader: Any, max_batches: int = 8) -> float:
     return float(torch.cat(samples).std()) if samples else float("nan")
 
 
-def train(config: dict[str, Any], resume: bool = False) -> Path:
-    """Train the autoencoder of ``config``; returns the ``vae/`` folder (diffusers layout)."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
-    from pytorch_lightning.loggers import CSVLogger
-
-    from geoxai.config import save_config
-    from geoxai.files import atomic_folder, atomic_write_text
+def checked_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``resolve_config`` with every folder checked and the worlds recorded (before any output)."""
     from geoxai.protocols import check_training_folders, training_worlds
-    from geoxai.trainer import (
-        build_trainer,
-        check_output_dir,
-        resume_checkpoint,
-        skipped_images_callback,
-        stage_info,
-    )
 
     config = resolve_config(config)
     check_folders(config["data"]["train_dirs"], "data.train_dirs")
@@ -281,10 +270,26 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
     config["worlds"] = training_worlds(config["data"]["train_dirs"], "autoencoder")
     if config["data"]["val_dir"]:
         check_folders([config["data"]["val_dir"]], "data.val_dir")
-    out = Path(config["output_dir"])
+    return config
+
+
+def train(config: dict[str, Any], resume: bool = False) -> Path:
+    """Train the autoencoder of ``config``; returns the ``vae/`` folder (diffusers layout)."""
+    from geoxai.stages import STAGES
+
+    return STAGES["autoencoder"].run(config, resume)
+
+
+def fit(config: dict[str, Any], out: Path, resume: bool) -> Path:
+    """The autoencoder's part of ``Stage.run``: data, network, training, ``vae/`` and metrics."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger
+
+    from geoxai.config import save_config
+    from geoxai.files import atomic_folder, atomic_write_text
+    from geoxai.trainer import build_trainer, fit_stage, skipped_images_callback, stage_info
+
     last = out / "checkpoints" / "last.ckpt"
-    resume_checkpoint(out, resume)
-    check_output_dir(out)
     data = config["data"]
     paths = _images(data["train_dirs"])
     train_loader = _loader(paths, int(data["image_size"]), _random_crop_flip(int(data["crop_size"]), data["flip"]),
@@ -302,8 +307,7 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
 
         check_state_dict(module.state_dict(), read_checkpoint(last, setting="--resume")["state_dict"],
                          f"--resume {last}", "use the config the checkpoint was trained with, or a new output_dir")
-    trainer.fit(module, train_dataloaders=train_loader, ckpt_path=str(last) if resume else None, weights_only=True)
-    trainer.save_checkpoint(last, weights_only=False)  # full state: --resume continues from it
+    fit_stage(trainer, module, last, resume, train_dataloaders=train_loader)
     if not trainer.is_global_zero:
         return out / "vae"
 

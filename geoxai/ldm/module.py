@@ -20,7 +20,7 @@ from diffusers import DDPMScheduler
 from diffusers.training_utils import EMAModel, compute_snr
 
 from geoxai.errors import GeoxaiError
-from geoxai.trainer import stage_info
+from geoxai.trainer import check_finite_loss, stage_info
 from geoxai.ldm.autoencoder import sample_latents
 from geoxai.ldm.components import LDMComponents
 from geoxai.ldm.conditioning import DescriptorConditioner
@@ -103,7 +103,11 @@ def make_noise_scheduler(config: Mapping[str, Any]) -> DDPMScheduler:
 class LambdaLinear:
     """CompVis' LambdaLinearScheduler with one cycle: the LR factor rises linearly from ``f_start``
     to ``f_max`` over ``warmup_steps``, then stays at ``f_max``. A class (not a lambda) so that
-    ``LambdaLR.state_dict`` stores its settings."""
+    ``LambdaLR.state_dict`` stores its settings.
+
+    Kept rather than a library schedule: diffusers' ``constant_with_warmup`` always starts at 0, and
+    torch's ``LinearLR`` refuses ``start_factor`` 0, while ``optim.warmup_start`` may be anything in
+    [0, 1]; checkpoints of earlier runs also hold this scheduler's state."""
 
     def __init__(self, warmup_steps: int, f_start: float = 1e-6, f_max: float = 1.0):
         self.warmup_steps, self.f_start, self.f_max = int(warmup_steps), float(f_start), float(f_max)
@@ -119,14 +123,6 @@ def effective_lr(optim: Mapping[str, Any], batch_size: int, devices: int, accumu
     ``scale_lr`` is on (CompVis' launcher does this by default; it often prevents convergence)."""
     base = float(optim["base_lr"])
     return base * batch_size * devices * accumulation if optim["scale_lr"] else base
-
-
-class NonFiniteLossError(GeoxaiError):
-    """The loss became NaN or infinite; ``step`` is the optimizer step being computed."""
-
-    def __init__(self, message: str, step: int):
-        super().__init__(message)
-        self.step = step
 
 
 class LatentDiffusion(pl.LightningModule):
@@ -234,8 +230,7 @@ class LatentDiffusion(pl.LightningModule):
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.compute_loss(batch)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"training loss is {loss.item()} at step {self.global_step}", self.global_step)
+        check_finite_loss(loss, self.global_step, "", "lower optim.base_lr or check the data")
         self.last_loss = float(loss.detach())
         self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=batch["descriptor"].shape[0])
         return loss

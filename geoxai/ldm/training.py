@@ -227,13 +227,6 @@ def preview_originals(paths: list[Path], count: int, image_size: int) -> tuple[t
     return torch.stack(images), used
 
 
-def _checkpoint_step(path: Path) -> int | None:
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
-    except Exception:  # a checkpoint being unreadable here is reported where it is loaded
-        return None
-
-
 def check_identities(stored: Mapping[str, str], current: Mapping[str, str], where: str) -> None:
     """Refuse frozen models whose weights differ from those a checkpoint was trained with.
 
@@ -276,8 +269,20 @@ def _loggers(out: Path) -> list[Any]:
     return loggers
 
 
+def checked_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``resolve_config`` with every folder checked, the worlds recorded and paths made absolute."""
+    return check_paths(resolve_config(config))
+
+
 def train(config: dict[str, Any], resume: bool = False) -> Path:
     """Train (or with ``resume`` continue) the LDM of ``config``; returns ``checkpoints/last.ckpt``."""
+    from geoxai.stages import STAGES
+
+    return STAGES["ldm"].run(config, resume)
+
+
+def fit(config: dict[str, Any], out: Path, resume: bool) -> Path:
+    """The LDM's part of ``Stage.run``: frozen models, latent cache, previews, training."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from torch.utils.data import DataLoader
@@ -294,20 +299,11 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
     )
     from geoxai.ldm.callbacks import LossCSV, PreviewGrid
     from geoxai.ldm.latent_cache import build_latent_cache
-    from geoxai.ldm.module import LatentDiffusion, NonFiniteLossError
-    from geoxai.trainer import (
-        build_trainer,
-        check_output_dir,
-        resume_checkpoint,
-        stage_info,
-    )
+    from geoxai.ldm.module import LatentDiffusion
+    from geoxai.trainer import build_trainer, fit_stage, stage_info
 
-    config = check_paths(resolve_config(config))
-    out = Path(config["output_dir"])
     checkpoints = out / "checkpoints"
     last = checkpoints / "last.ckpt"
-    resume_checkpoint(out, resume)
-    check_output_dir(out)
     data, logging = config["data"], config["logging"]
 
     vae = load_autoencoder(config["autoencoder"])
@@ -375,15 +371,7 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
                                 f"{tuple(cache.moments.shape[1:])} moments, descriptors {cache.descriptors.shape[1]}-d, "
                                 f"UNet {sum(p.numel() for p in model.unet.parameters()) / 1e6:.1f}M parameters, "
                                 f"conditioning {config['conditioning']['mode']}")
-    try:
-        trainer.fit(model, train_dataloaders=loader, ckpt_path=str(last) if resume else None, weights_only=True)
-    except NonFiniteLossError as exc:
-        good = _checkpoint_step(last) if last.is_file() else None
-        kept = (f"the last good checkpoint is kept: {last} (step {good})" if good is not None
-                else "no checkpoint had been saved yet")
-        raise GeoxaiError(f"{exc}; training stopped, {kept}; lower optim.base_lr or check the data, "
-                          "then continue with --resume") from None
-    trainer.save_checkpoint(last, weights_only=False)  # full state: --resume continues from it
+    fit_stage(trainer, model, last, resume, train_dataloaders=loader)
     if trainer.is_global_zero:
         scale = float(model.scale_factor)
         stage_info(f"ldm: trained to step {trainer.global_step}, scale factor "

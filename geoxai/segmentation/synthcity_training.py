@@ -35,7 +35,7 @@ from geoxai.config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, WHOLE_OR_O
 from geoxai.errors import GeoxaiError, UnreadableImageError, config_key
 from geoxai.segmentation import labels as L
 from geoxai.segmentation.synthcity import ARCHITECTURES, SegmentationNet, network_config, size_factor
-from geoxai.trainer import CHECKPOINT_NAME, TRAINER_DEFAULTS, TRAINER_RULES
+from geoxai.trainer import CHECKPOINT_NAME, TRAINER_DEFAULTS, TRAINER_RULES, check_finite_loss
 
 IGNORE = 255  # label id ignored by the loss and the scores (ids outside the canonical range)
 CLASS_WEIGHTS = (None, "inverse-sqrt-frequency")
@@ -338,9 +338,7 @@ class SegmenterTraining(pl.LightningModule):
             return None
         logits = self.net(batch["image"])
         loss = F.cross_entropy(logits.float(), batch["labels"], weight=self.class_weights, ignore_index=IGNORE)
-        if not torch.isfinite(loss):
-            raise GeoxaiError(f"segmenter: training loss is {loss.item()} at step {self.global_step}; lower "
-                              "optim.lr and continue from the last checkpoint with --resume")
+        check_finite_loss(loss, self.global_step, "segmenter: ", "lower optim.lr")
         with torch.no_grad():
             keep = batch["labels"] != IGNORE
             accuracy = (logits.argmax(1) == batch["labels"])[keep].float().mean()
@@ -366,7 +364,12 @@ class SegmenterTraining(pl.LightningModule):
             self.log("val/miou", result["mean_iou"], prog_bar=True, rank_zero_only=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW with a linear warm-up, then a cosine decay to zero over the run's steps."""
+        """AdamW with a linear warm-up, then a cosine decay to zero over the run's steps.
+
+        One function rather than a library schedule: diffusers' cosine warm-up starts at 0, not at
+        1 / (warmup + 1), and torch's CosineAnnealingLR would keep the step count of the first
+        session on a --resume with more steps, and rise again past it.
+        """
         import math
 
         optim = self.hparams.config["optim"]
@@ -405,23 +408,31 @@ def _summary(result: dict[str, Any]) -> str:
     return f"pixel accuracy {100 * result['pixel_accuracy']:.2f}%, mIoU {result['mean_iou']:.3f} ({ious})"
 
 
+def checked_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``training_config`` with every folder checked and the worlds recorded (before any output)."""
+    cfg = training_config(config)
+    _check_folders(cfg)
+    return cfg
+
+
 def train(config: dict[str, Any], resume: bool = False) -> Path:
     """Train the segmenter of ``config`` (see ``DEFAULTS``); returns the ``segmenter.safetensors`` path."""
+    from geoxai.stages import STAGES
+
+    return STAGES["segmenter"].run(config, resume)
+
+
+def fit(cfg: dict[str, Any], out: Path, resume: bool) -> Path:
+    """The segmenter's part of ``Stage.run``: data, network, training, weights and metrics."""
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
     from geoxai.config import save_config
     from geoxai.files import atomic_write_text
     from geoxai.segmentation.synthcity import SynthCitySegmenter, save_segmenter
-    from geoxai.trainer import (build_trainer, check_output_dir, resume_checkpoint, skipped_images_callback,
-                                stage_info)
+    from geoxai.trainer import build_trainer, fit_stage, skipped_images_callback, stage_info
 
-    cfg = training_config(config)
-    _check_folders(cfg)
-    out = Path(cfg["output_dir"])
     last = out / "checkpoints" / CHECKPOINT_NAME
-    resume_checkpoint(out, resume)
-    check_output_dir(out)
     if resume:
         _check_resumable(cfg, out / "config.yaml")
     data, model = cfg["data"], cfg["model"]
@@ -457,14 +468,10 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
                          "use the config the checkpoint was trained with, or a new output_dir")
     started = time.perf_counter()
     with warnings.catch_warnings():
-        # batches are shuffled anew each epoch, so a mid-epoch resume loses nothing that matters
-        warnings.filterwarnings("ignore", message=".*your dataloader is not resumable")
         # data.val_dir: null means no validation, on purpose
         warnings.filterwarnings("ignore", message="You defined a `validation_step` but have no `val_dataloader`")
-        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
-                    ckpt_path=str(last) if resume else None, weights_only=True)
+        fit_stage(trainer, module, last, resume, train_dataloaders=train_loader, val_dataloaders=val_loader)
     seconds = time.perf_counter() - started
-    trainer.save_checkpoint(last, weights_only=False)  # full state: --resume continues from it
     weights = out / "segmenter.safetensors"
     if not trainer.is_global_zero:
         return weights
