@@ -6,7 +6,9 @@ does). Backends register under the ``geoxai.segmenters`` entry-point group, like
 plugins, and are built from a spec (``{"name": "hf", "model": "..."}``) with ``load``/``from_spec``.
 
 The engine calls ``segment_files(paths)``: by default it decodes the images and calls ``segment``
-on batches of one size; a backend that reads labels from disk (``groundtruth``) overrides it.
+on batches of one size; a backend that reads labels from disk (``groundtruth``) overrides it. A
+backend that tells objects of a class apart (``sam``) also overrides ``instances``, whose one
+declared form (``instance_ids`` checks it) the ``windows`` plugin reads.
 """
 
 from __future__ import annotations
