@@ -449,3 +449,17 @@ def test_a_segmenter_without_a_class_is_refused(world, tmp_path, evaluated):
     with pytest.raises(GeoxaiError, match="windows needs class window"):
         evaluate(run, "windows", tmp_path / "eval", database=world,
                  segmenter_spec={"name": f"{plugin_file}:NoWindows"}, progress=False)
+
+
+def test_ground_truth_skips_an_unreadable_image_with_its_pairs(world, tmp_path):
+    run = write_reference_run(world, "identity", 1, tmp_path / "run", progress=False).root
+    manifest = pd.read_csv(run / "manifest.csv")
+    broken = run / manifest["image_path"][0]
+    broken.write_bytes(b"not an image")  # its label map is still beside it
+    result = evaluate(run, "buildings", tmp_path / "eval", segmenter_spec={"name": "groundtruth"}, progress=False)
+    assert not result.failed and any("1 unreadable image(s) skipped" in n for n in result.notices)
+    errors = pd.read_csv(tmp_path / "eval" / "errors.csv")
+    assert list(errors["stage"]) == ["image"] and broken.name in errors["error"][0]
+    records = pd.read_parquet(tmp_path / "eval" / "records.parquet")
+    generated = records[(records.pairing == "generated") & (records["sample"] >= 0)]
+    assert generated["query_id"].nunique() == len(manifest) - 1
