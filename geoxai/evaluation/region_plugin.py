@@ -28,10 +28,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from geoxai.data.images import load_label_map
+from geoxai.evaluation.artifacts import rgb_to_lab
 from geoxai.evaluation.plugin import Metric, Pair, Plugin, Skip
+from geoxai.evaluation.statistics import summarize_records
 from geoxai.segmentation import labels as L
 from geoxai.segmentation.base import has_instances, instance_ids
 from geoxai.segmentation.colour import ciede2000, dominant_colour, lightness_spread, mean_lab
+from geoxai.segmentation.groundtruth import label_path
 from geoxai.segmentation.regions import (
     MIN_AREA, align_labels, area_fraction, count_instances, dilated_iou, dilation_radius, instances, iou,
     min_pixels, present, removal_rate, resize_labels)
@@ -109,8 +113,6 @@ class PairMaps:
     def lab(self, which: str) -> np.ndarray:
         """CIELAB [H, W, 3] of ``original`` or ``other`` (computed once per pair)."""
         if which not in self._lab:
-            from geoxai.evaluation.artifacts import rgb_to_lab
-
             rgb = self.original_rgb if which == "original" else self.other_rgb
             if rgb is None:
                 raise ValueError("this pair was loaded without images")
@@ -282,9 +284,6 @@ def class_flip_values(maps: PairMaps, classes: Sequence[int], min_area: float = 
 # ---------------------------------------------------------------------------------- ceiling
 def ground_truth(path: Path) -> np.ndarray | None:
     """The ground-truth label map of an image (SynthCity worlds, reference runs), None when there is none."""
-    from geoxai.data.images import load_label_map
-    from geoxai.segmentation.groundtruth import label_path
-
     found = label_path(path)
     if found is None:
         return None
@@ -416,8 +415,6 @@ class RegionPlugin(Plugin):
     def summarize(self, records: pd.DataFrame, ctx: Any) -> pd.DataFrame:
         """The default rows (per query the mean over samples, then mean and 95% bootstrap CI over
         queries) plus the plugin's set-level rows."""
-        from geoxai.evaluation.statistics import summarize_records
-
         summary = summarize_records(records, seed=ctx.seed)
         extra = self.extra_rows(records, ctx)
         if not extra:

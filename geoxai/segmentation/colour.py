@@ -10,6 +10,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from scipy.cluster.vq import kmeans2
+from skimage.color import deltaE_ciede2000
 
 DOMINANT_CLUSTERS = 3  # k of the k-means that finds a facade's dominant colour
 MAX_CLUSTER_PIXELS = 4096  # pixels drawn (seeded) for the k-means; enough for three centres
@@ -24,8 +26,6 @@ def mean_lab(lab: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
 
 def ciede2000(first: np.ndarray, second: np.ndarray) -> float:
     """CIEDE2000 colour difference of two CIELAB colours (about 1: just noticeable; above 10: another colour)."""
-    from skimage.color import deltaE_ciede2000
-
     return float(deltaE_ciede2000(np.asarray(first, np.float64), np.asarray(second, np.float64)))
 
 
@@ -40,8 +40,6 @@ def dominant_colour(pixels: np.ndarray, seed: int, k: int = DOMINANT_CLUSTERS) -
     Pixels beyond ``MAX_CLUSTER_PIXELS`` are subsampled with the same seed, so identical pixel sets give
     identical centres. None without pixels; with fewer distinct colours than ``k``, the most frequent one.
     """
-    from scipy.cluster.vq import kmeans2
-
     pixels = np.asarray(pixels, dtype=np.float64).reshape(-1, 3)
     if len(pixels) == 0:
         return None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 
 MIN_AREA = 0.001  # fraction of the image a class must cover to count as present (and an instance as one)
@@ -44,8 +45,6 @@ def crop_box(original: tuple[int, int], other: tuple[int, int]) -> tuple[int, in
 
 def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of a label or instance map with PIL (as images are resized): ids stay ids."""
-    from PIL import Image
-
     h, w = int(shape[0]), int(shape[1])
     if labels.shape[:2] == (h, w):
         return labels
