@@ -17,8 +17,10 @@ chance level; ``reference``, a real re-visit):
 - ``colours`` (F6, "building colours sometimes change, e.g. orange -> red"): facade colour change;
 - ``classes`` (the scene as a whole): how many classes appear or vanish, the analogue of MNAC.
 
-The classes here only declare what they read and measure; the shared region logic (alignment,
-presence, instances, colours, segmenter ceiling, skips) lives in ``geoxai_plugins.regions``.
+The classes here only declare what they read and measure; the shared region logic lives in the
+library: ``geoxai.evaluation.RegionPlugin`` and its helpers (``geoxai.evaluation.region_plugin``:
+pairs, per-class metrics, segmenter ceiling, skips) on the maths of ``geoxai.segmentation.regions``
+(alignment, presence, instances) and ``geoxai.segmentation.colour`` (CIELAB, CIEDE2000).
 """
 
 from __future__ import annotations
@@ -27,13 +29,13 @@ from typing import Any
 
 import pandas as pd
 
-from geoxai.evaluation import Metric, Skip
-from geoxai.evaluation.statistics import rank_correlation_row
-from geoxai.segmentation import labels as L
-from geoxai_plugins.regions import (
-    PairMaps, RegionPlugin, appearance_values, class_flip_values, count_values, facade_values,
+from geoxai.evaluation import Metric, RegionPlugin, Skip
+from geoxai.evaluation.region_plugin import (
+    PairMaps, appearance_values, class_flip_values, count_values, facade_values,
     matched_appearance_values, position_values, region_metrics, removal_values,
     segmenter_instance_maps)
+from geoxai.evaluation.statistics import rank_correlation_row
+from geoxai.segmentation import labels as L
 
 DELTA_E = "ΔE00"
 

@@ -313,6 +313,22 @@ def test_broken_images_are_recorded_skipped_and_counted(runs, world, tmp_path):
     assert len(generated) == len(manifest) - 2
 
 
+def test_a_plugin_without_needs_never_receives_an_unreadable_image(runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(runs["identity"], run)
+    manifest = pd.read_csv(run / "manifest.csv")
+    broken = run / manifest["image_path"][0]
+    broken.write_bytes(b"not an image")
+    result = run_eval(run, "tiny_plugins:BrightnessPlugin", tmp_path / "eval")
+    assert not result.failed
+    errors = pd.read_csv(tmp_path / "eval" / "errors.csv")
+    assert list(errors["stage"]) == ["image"] and broken.name in errors["error"][0]
+    assert any("1 unreadable image(s) skipped" in n for n in result.notices)
+    records = pd.read_parquet(tmp_path / "eval" / "records.parquet")
+    generated = records[records.pairing == "generated"]
+    assert len(generated) == len(manifest) - 1 and generated["value"].between(0, 1).all()
+
+
 def test_images_of_another_size_are_aligned_and_said_once(tmp_path):
     from geoxai.evaluation.context import EvaluationContext
 

@@ -21,7 +21,7 @@ import torch
 from geoxai.errors import GeoxaiError
 from geoxai.segmentation import labels as L
 from geoxai.segmentation import mappings
-from geoxai.segmentation.base import Segmenter, from_spec
+from geoxai.segmentation.base import Segmenter, from_spec, has_instances, instance_ids
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -380,6 +380,7 @@ def test_sam_refines_and_splits_with_real_masks(sam_checkpoint, models):
     assert ((instances > 0) == (base == L.WINDOW)).all()
     own = segmenter.instances(images, L.WINDOW, masks=masks)  # on its own refined maps, as plugins call it
     assert ((own > 0) == (refined == L.WINDOW)).all()
+    assert has_instances(segmenter) and np.array_equal(instance_ids(segmenter, own, images), own.numpy())
 
     # as a backend refining an hf model, rebuilt from its spec
     spec = {"name": "sam", "checkpoint": str(sam_checkpoint), "model_type": "tiny",
@@ -428,3 +429,25 @@ def test_segmenters_command_lists_backends_and_describes_a_configured_one(tmp_pa
     assert described.exit_code == 0 and "classes other, sky, building, window" in described.output
     missing = CliRunner().invoke(cli, ["segmenters", "--config", str(tmp_path / "none.yaml")])
     assert missing.exit_code == 2 and "--segmenter-config" in missing.output
+
+
+def test_instances_have_one_declared_form():
+    from geoxai.segmentation.groundtruth import GroundTruthSegmenter
+    from geoxai.segmentation.hf import HFSegmenter
+    from geoxai.segmentation.sam import SAMSegmenter
+    from geoxai.segmentation.synthcity import SynthCitySegmenter
+
+    assert has_instances(SAMSegmenter.__new__(SAMSegmenter))
+    for cls in (GroundTruthSegmenter, HFSegmenter, SynthCitySegmenter):  # no instances: the base refuses
+        assert not has_instances(cls.__new__(cls))
+    with pytest.raises(NotImplementedError, match="'groundtruth' does not split classes into instances"):
+        GroundTruthSegmenter().instances(torch.zeros(1, 3, 4, 4), L.WINDOW)
+    images = torch.zeros(2, 3, 4, 5)
+    ids = torch.arange(40).reshape(2, 4, 5)
+    assert np.array_equal(instance_ids(GroundTruthSegmenter(), ids.int(), images), ids.numpy())
+    for wrong, said in ((ids.float(), "a torch.float32 tensor [2, 4, 5]"), (ids[:1], "a torch.int64 tensor [1, 4, 5]"),
+                        (ids > 0, "a torch.bool tensor [2, 4, 5]"), (ids.numpy(), "a ndarray"),
+                        ([ids[0], ids[1]], "a list")):
+        with pytest.raises(GeoxaiError, match=re.escape(f"segmenter 'groundtruth': instances() returned {said}; it "
+                                                        "must return an integer tensor [2, 4, 5]")):
+            instance_ids(GroundTruthSegmenter(), wrong, images)

@@ -23,11 +23,12 @@ from geoxai.synthcity.reference_runs import write_reference_run
 from geoxai.synthcity.world import write_world
 from geoxai.errors import GeoxaiError
 from geoxai.evaluation import Pair, Skip
+from geoxai.evaluation import region_plugin as R
 from geoxai.evaluation.context import EvaluationContext
 from geoxai.evaluation.runner import evaluate
 from geoxai.segmentation import labels as L
+from geoxai.segmentation import regions as G
 from geoxai.segmentation.groundtruth import GroundTruthSegmenter
-from geoxai_plugins import regions as R
 from geoxai_plugins.semantic import BuildingsPlugin, WindowsPlugin
 
 PLUGINS = "sky,buildings,vehicles,signs,windows,colours,classes"
@@ -49,14 +50,14 @@ def box(shape: tuple[int, int], label: int, *boxes: tuple[int, int, int, int], f
 
 # ---------------------------------------------------------------------------------- unit: geometry
 def test_alignment_follows_the_images_geometry():
-    assert R.crop_box((48, 64), (48, 64)) == (0, 0, 48, 64)
-    assert R.crop_box((12, 12), (6, 12)) == (3, 0, 6, 12)  # original taller: its height is cropped
-    assert R.crop_box((12, 12), (12, 6)) == (0, 3, 12, 6)
+    assert G.crop_box((48, 64), (48, 64)) == (0, 0, 48, 64)
+    assert G.crop_box((12, 12), (6, 12)) == (3, 0, 6, 12)  # original taller: its height is cropped
+    assert G.crop_box((12, 12), (12, 6)) == (0, 3, 12, 6)
     labels = np.arange(16, dtype=np.uint8).reshape(4, 4)
-    assert R.resize_labels(labels, (2, 2)).tolist() == [[5, 7], [13, 15]]  # nearest: ids stay ids
-    assert set(np.unique(R.resize_labels(labels, (7, 9)))) <= set(range(16))
-    assert R.resize_labels(labels.astype(np.int64) * 1000, (8, 8)).max() == 15000  # instance ids beyond uint8
-    original, other = R.align_labels(np.zeros((12, 12), np.uint8), np.ones((3, 6), np.uint8))
+    assert G.resize_labels(labels, (2, 2)).tolist() == [[5, 7], [13, 15]]  # nearest: ids stay ids
+    assert set(np.unique(G.resize_labels(labels, (7, 9)))) <= set(range(16))
+    assert G.resize_labels(labels.astype(np.int64) * 1000, (8, 8)).max() == 15000  # instance ids beyond uint8
+    original, other = G.align_labels(np.zeros((12, 12), np.uint8), np.ones((3, 6), np.uint8))
     assert original.shape == other.shape == (6, 12) and other.all()
 
 
@@ -86,12 +87,12 @@ def test_region_values_known_iou_kept_added():
 
 def test_instances_and_removal_rate():
     a = box((100, 100), L.VEHICLE, (10, 10, 5, 5), (10, 40, 5, 5), (60, 60, 10, 10), (90, 90, 3, 3))  # last: 9 px
-    labels, count = R.instances(a == L.VEHICLE, R.min_pixels(a.shape))
+    labels, count = G.instances(a == L.VEHICLE, G.min_pixels(a.shape))
     assert count == 3 and labels.max() == 3
     b = box((100, 100), L.VEHICLE, (12, 12, 5, 5), (30, 80, 5, 5))  # overlaps the first, one new elsewhere
-    assert R.removal_rate(a == L.VEHICLE, b == L.VEHICLE, 10) == pytest.approx(2 / 3)
-    assert R.removal_rate(a == L.VEHICLE, a == L.VEHICLE, 10) == 0.0
-    assert R.removal_rate(b == L.PERSON, b == L.VEHICLE, 10) is None  # nothing to remove
+    assert G.removal_rate(a == L.VEHICLE, b == L.VEHICLE, 10) == pytest.approx(2 / 3)
+    assert G.removal_rate(a == L.VEHICLE, a == L.VEHICLE, 10) == 0.0
+    assert G.removal_rate(b == L.PERSON, b == L.VEHICLE, 10) is None  # nothing to remove
     values = R.removal_values(maps(a, b), "vehicle", (L.VEHICLE,))
     assert values["vehicle_removed"] == pytest.approx(2 / 3)
     assert isinstance(R.removal_values(maps(b * 0, b), "vehicle", (L.VEHICLE,))["vehicle_removed"], Skip)
@@ -108,34 +109,30 @@ def window_grid(rows: int, cols: int, shape: tuple[int, int] = (100, 100)) -> np
 
 def test_window_counts_of_hand_drawn_masks():
     grid = window_grid(3, 4)
-    assert R.count_instances(grid == L.WINDOW, 10) == 12
+    assert G.count_instances(grid == L.WINDOW, 10) == 12
     merged = grid.copy()
     merged[10:14, 14] = L.WINDOW  # the first two windows touch: one component
-    assert R.count_instances(merged == L.WINDOW, 10) == 11
+    assert G.count_instances(merged == L.WINDOW, 10) == 11
     split = np.zeros(grid.shape, np.int64)
     for k, (r, c) in enumerate(((r, c) for r in range(3) for c in range(4)), start=1):
         split[10 + 5 * r:14 + 5 * r, 10 + 5 * c:14 + 5 * c] = k
-    assert R.count_instances(merged == L.WINDOW, 10, split) == 12  # instances split the merged blob
+    assert G.count_instances(merged == L.WINDOW, 10, split) == 12  # instances split the merged blob
     diagonal = box((100, 100), L.WINDOW, (10, 10, 4, 4), (14, 14, 4, 4))  # corner to corner
-    assert R.count_instances(diagonal == L.WINDOW, 10) == 2  # 4-connected: two windows
-    assert R.count_instances(box((100, 100), L.WINDOW, (0, 0, 3, 3)) == L.WINDOW, 10) == 0  # below the minimum
+    assert G.count_instances(diagonal == L.WINDOW, 10) == 2  # 4-connected: two windows
+    assert G.count_instances(box((100, 100), L.WINDOW, (0, 0, 3, 3)) == L.WINDOW, 10) == 0  # below the minimum
     values = R.count_values(maps(grid, window_grid(3, 3)), "window", (L.WINDOW,))
     assert (values["windows_original"], values["windows_image"], values["window_count_error"]) == (12, 9, 3)
     assert values["window_count_error_rel"] == pytest.approx(0.25) and values["window_count_exact"] == 0.0
     none = R.count_values(maps(window_grid(0, 0), grid), "window", (L.WINDOW,))
     assert isinstance(none["window_count_error_rel"], Skip) and none["window_count_error"] == 12
-    # answers of an instance segmenter in its usual forms
-    stack = np.stack([split == k for k in range(1, 13)])
-    for answer in (split, split[None], stack, stack[None], [stack], [{"segmentation": m} for m in stack]):
-        assert np.array_equal(R.as_instance_map(answer, (100, 100)), split)
 
 
 def test_position_kept_tolerates_a_small_shift():
     a = box((128, 128), L.SIGN, (20, 20, 6, 6))
     shifted = box((128, 128), L.SIGN, (21, 21, 6, 6))
-    assert R.dilation_radius((128, 128)) == 2 and R.dilation_radius((48, 48)) == 1
-    assert R.dilation_radius((512, 512)) == 8
-    plain = R.iou(a == L.SIGN, shifted == L.SIGN)
+    assert G.dilation_radius((128, 128)) == 2 and G.dilation_radius((48, 48)) == 1
+    assert G.dilation_radius((512, 512)) == 8
+    plain = G.iou(a == L.SIGN, shifted == L.SIGN)
     kept = R.position_values(maps(a, shifted), "sign", (L.SIGN,))["sign_position_kept"]
     assert kept == pytest.approx(81 / 119) and kept > plain  # two 10 x 10 squares one pixel apart diagonally
     far = R.position_values(maps(a, box((128, 128), L.SIGN, (90, 90, 6, 6))), "sign", (L.SIGN,))
@@ -286,6 +283,27 @@ def test_windows_split_by_the_segmenters_instances(tmp_path):
     assert (record["windows_original"], record["windows_image"], record["window_count_error"]) == (4, 4, 0)
 
 
+def test_an_instance_answer_of_another_form_names_the_backend(tmp_path):
+    grid = window_grid(2, 2)
+    stack = np.stack([grid == L.WINDOW])
+
+    class Masks(GroundTruthSegmenter):  # a stack of masks per image instead of one id map
+        name = "masks"
+
+        def instances(self, images, class_id, semantic_maps=None):
+            return torch.from_numpy(stack)[None]
+
+    ctx, paths = context(tmp_path, {"original": grid, "image": grid}, segmenter=Masks())
+    pair = Pair("q0", 0, "generated", paths["original"], paths["image"])
+    with pytest.raises(GeoxaiError, match=r"segmenter 'masks': instances\(\) returned a torch.bool tensor "
+                                          r"\[1, 1, 100, 100\]; it must return an integer tensor \[1, 100, 100\]"):
+        WindowsPlugin().score([pair], ctx)
+    ctx, paths = context(tmp_path / "plain", {"original": grid, "image": grid}, segmenter=GroundTruthSegmenter())
+    pair = Pair("q0", 0, "generated", paths["original"], paths["image"])
+    record = next(r for r in WindowsPlugin().score([pair], ctx) if r["sample"] == 0)  # no instances(): components
+    assert record["windows_original"] == record["windows_image"] == 4
+
+
 # ---------------------------------------------------------------------------------- validity on SynthCity
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
@@ -431,3 +449,17 @@ def test_a_segmenter_without_a_class_is_refused(world, tmp_path, evaluated):
     with pytest.raises(GeoxaiError, match="windows needs class window"):
         evaluate(run, "windows", tmp_path / "eval", database=world,
                  segmenter_spec={"name": f"{plugin_file}:NoWindows"}, progress=False)
+
+
+def test_ground_truth_skips_an_unreadable_image_with_its_pairs(world, tmp_path):
+    run = write_reference_run(world, "identity", 1, tmp_path / "run", progress=False).root
+    manifest = pd.read_csv(run / "manifest.csv")
+    broken = run / manifest["image_path"][0]
+    broken.write_bytes(b"not an image")  # its label map is still beside it
+    result = evaluate(run, "buildings", tmp_path / "eval", segmenter_spec={"name": "groundtruth"}, progress=False)
+    assert not result.failed and any("1 unreadable image(s) skipped" in n for n in result.notices)
+    errors = pd.read_csv(tmp_path / "eval" / "errors.csv")
+    assert list(errors["stage"]) == ["image"] and broken.name in errors["error"][0]
+    records = pd.read_parquet(tmp_path / "eval" / "records.parquet")
+    generated = records[(records.pairing == "generated") & (records["sample"] >= 0)]
+    assert generated["query_id"].nunique() == len(manifest) - 1

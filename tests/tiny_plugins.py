@@ -16,6 +16,17 @@ class ConstantPlugin(Plugin):
         return [pair.record(one=1.0 if pair.pairing != "reference" else Skip("not for real photos")) for pair in pairs]
 
 
+class BrightnessPlugin(Plugin):
+    """Reads pixels only (no needs): the mean brightness of each image."""
+
+    name = "brightness"
+    description = "mean pixel value"
+    metrics = {"brightness": Metric("mean pixel value of the image in [0, 1]", None)}
+
+    def score(self, pairs, ctx):
+        return [pair.record(brightness=float(ctx.image(pair.other).mean())) for pair in pairs]
+
+
 class DescriptorNormPlugin(Plugin):
     """Reads descriptors too, so that two plugins share one artifact."""
 

@@ -398,11 +398,19 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
             if Path(path) not in unreadable:
                 errors.append(_error_row("", "image", error))
             unreadable.add(Path(path))
-    if not work:  # plugins that read pixels only still need every image's digest
+    if not work:  # plugins that read pixels only still need every image's digest, and images that decode
         from geoxai.data.digests import file_digests
+        from geoxai.data.images import load_rgb
+        from geoxai.errors import UnreadableImageError
 
         ordered = sorted(images)
         digests.update(zip(ordered, file_digests(ordered, progress=progress, store=store)))
+        for path in ordered:  # skipped with their pairs, as an artifact provider skips them for other plugins
+            try:
+                load_rgb(path)
+            except UnreadableImageError as exc:
+                errors.append(_error_row("", "image", exc))
+                unreadable.add(Path(path))
     if unreadable:
         for pairing in pairs:
             pairs[pairing] = [p for p in pairs[pairing] if p.original not in unreadable and p.other not in unreadable]

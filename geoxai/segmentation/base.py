@@ -6,7 +6,9 @@ does). Backends register under the ``geoxai.segmenters`` entry-point group, like
 plugins, and are built from a spec (``{"name": "hf", "model": "..."}``) with ``load``/``from_spec``.
 
 The engine calls ``segment_files(paths)``: by default it decodes the images and calls ``segment``
-on batches of one size; a backend that reads labels from disk (``groundtruth``) overrides it.
+on batches of one size; a backend that reads labels from disk (``groundtruth``) overrides it. A
+backend that tells objects of a class apart (``sam``) also overrides ``instances``, whose one
+declared form (``instance_ids`` checks it) the ``windows`` plugin reads.
 """
 
 from __future__ import annotations
@@ -42,6 +44,18 @@ class Segmenter:
     def segment(self, images: torch.Tensor) -> torch.Tensor:
         """Canonical label ids [B, H, W] of images [B, 3, H, W] in [0, 1]."""
         raise NotImplementedError
+
+    def instances(self, images: torch.Tensor, class_id: int,
+                  semantic_maps: torch.Tensor | None = None) -> torch.Tensor:
+        """Instance ids [B, H, W] (an integer tensor; 0 off the class, 1..n one id per object) of the
+        pixels of ``class_id`` in images [B, 3, H, W] in [0, 1].
+
+        ``semantic_maps`` (LongTensor [B, H, W] of canonical ids), when given, are the label maps the
+        instances must split (the evaluation passes its own, so instances and regions agree); without
+        them the backend uses its own ``segment``. Optional: a backend that can tell objects of a class
+        apart (``sam``) overrides it; ``has_instances`` says whether one does.
+        """
+        raise NotImplementedError(f"segmenter {self.name!r} does not split classes into instances")
 
     def segment_files(self, paths: Sequence[Path]) -> list[np.ndarray | None]:
         """Label maps (uint8 [H, W]) of image files; None for a file that cannot be read."""
@@ -84,6 +98,27 @@ class Segmenter:
         """What ``geoxai segmenters`` and results.json show: classes, licence, inference mode."""
         return {"name": self.name, "classes": [L.NAMES[c] for c in self.classes], "licence": self.licence,
                 "inference": self.inference, "spec": self.spec()}
+
+
+def has_instances(segmenter: Any) -> bool:
+    """Whether a segmenter overrides ``Segmenter.instances`` (can tell objects of a class apart)."""
+    method = getattr(type(segmenter), "instances", None)
+    return callable(method) and method is not Segmenter.instances
+
+
+def instance_ids(segmenter: Any, found: Any, images: torch.Tensor) -> np.ndarray:
+    """The answer of ``segmenter.instances(images, ...)`` as int64 ids [B, H, W], checked against its
+    declared form (an integer tensor [B, H, W] for images [B, 3, H, W]); anything else is an error
+    naming the backend."""
+    expected = (images.shape[0], *images.shape[-2:])
+    if not isinstance(found, torch.Tensor) or tuple(found.shape) != expected or found.dtype.is_floating_point \
+            or found.dtype.is_complex or found.dtype == torch.bool:
+        got = f"a {found.dtype} tensor {list(found.shape)}" if isinstance(found, torch.Tensor) else \
+            f"a {type(found).__name__}"
+        name = getattr(segmenter, "name", "") or type(segmenter).__name__
+        raise GeoxaiError(f"segmenter {name!r}: instances() returned {got}; it must return an integer tensor "
+                          f"{list(expected)} of instance ids (0: none) for images {list(images.shape)}")
+    return found.detach().cpu().numpy().astype(np.int64)
 
 
 def check_classes(segmenter: Segmenter, plugin: str, needed: Sequence[int]) -> None:

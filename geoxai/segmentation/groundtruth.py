@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, UnreadableImageError
 from geoxai.segmentation.base import Segmenter
 
 
@@ -44,7 +44,9 @@ class GroundTruthSegmenter(Segmenter):
         raise GeoxaiError("the groundtruth segmenter reads label maps of files; it cannot segment pixels")
 
     def segment_files(self, paths: Sequence[Path]) -> list[np.ndarray | None]:
-        from geoxai.data.images import load_label_map
+        """The label maps beside ``paths``; None for an image that cannot be decoded, so that it is
+        skipped with its pairs like under any other backend (its label map describes no readable image)."""
+        from geoxai.data.images import load_label_map, load_rgb
 
         out: list[np.ndarray | None] = []
         for path in paths:
@@ -53,5 +55,10 @@ class GroundTruthSegmenter(Segmenter):
                 raise GeoxaiError(f"--segmenter groundtruth: {path} has no label map (looked for labels/<its path> in "
                                   "the folders above it); ground truth exists for SynthCity worlds and reference runs: "
                                   "segment other images with a predicting backend (e.g. --segmenter synthcity)")
+            try:
+                load_rgb(path)
+            except UnreadableImageError:
+                out.append(None)
+                continue
             out.append(load_label_map(found))
         return out

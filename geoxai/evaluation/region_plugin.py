@@ -1,51 +1,45 @@
-"""Region comparison shared by the semantic plugins: what a pair of label maps keeps and changes.
+"""``RegionPlugin``: the base of plugins that compare regions of label maps (``needs = ("segmentation",)``).
 
 The thesis' qualitative findings about scene content (F2 sky, F3 buildings and roads, F5 windows,
-F6 facade colours, F7 vehicles and pedestrians, F8 signs and poles) are all statements about
-*regions* of the original and of an image made from its descriptor. Every semantic plugin
-(``geoxai_plugins.semantic``) reads them through this module, so that "present", "kept", an IoU or
-a colour difference mean the same thing in every plugin:
+F6 facade colours, F7 vehicles and pedestrians, F8 signs and poles) are statements about *regions*
+of the original and of an image made from its descriptor. The built-in semantic plugins
+(``geoxai_plugins.semantic``) and third-party ones subclass ``RegionPlugin``: a subclass names its
+``regions`` (metric prefix -> canonical ids) and adds its own per-pair metrics in ``compare``; the
+per-class metrics (IoU, areas, kept, added), the segmenter ceiling, the skips and their notices come
+from here. The maths on the maps themselves is ``geoxai.segmentation.regions`` (geometry, presence,
+instances) and ``geoxai.segmentation.colour`` (CIELAB, CIEDE2000).
 
-- **Geometry.** The two label maps of a pair are brought to one size the way
-  ``EvaluationContext.aligned`` brings images: the original's map is centre-cropped to the image's
-  aspect ratio and the image's map is resized to that crop, with nearest-neighbour sampling (labels
-  are never interpolated). Same-size pairs are compared as they are.
-- **Presence.** A class is present in an image when it covers at least ``min_area`` of it (0.1 %
-  by default, a class attribute of each plugin), so that a stray pixel of a segmenter does not count.
-- **Instances.** Objects are 4-connected components of a class (``scipy.ndimage.label``) of at
-  least ``min_instance_area`` of the image (0.1 % by default; windows, small and often clipped by
-  the frame, 0.02 %).
-- **Colour.** CIELAB (D65, scikit-image) and CIEDE2000 (``skimage.color.deltaE_ciede2000``).
+- **A pair.** ``load_pair`` reads both label maps through ``ctx.segmentation`` and aligns them like
+  ``ctx.aligned`` aligns images (``PairMaps``); the ``*_values`` helpers turn aligned maps into
+  metric values or ``Skip``s with their reasons.
 - **Segmenter ceiling.** For originals with a ground-truth label map
   (``geoxai.segmentation.groundtruth.label_path``), the IoU of the evaluation segmenter's map with
   the ground truth: how well the segmenter itself can do, so a class IoU can also be read as a
   fraction of it (with ``--segmenter groundtruth`` the ceiling is 1).
-
-``RegionPlugin`` turns this into the plugin contract: a subclass names its ``regions`` (metric
-prefix -> canonical ids) and adds its own per-pair metrics in ``compare``; the per-class metrics,
-the ceiling, the skips and their notices come from here.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
+import torch
 
-from geoxai.evaluation import Metric, Pair, Plugin, Skip
+from geoxai.data.images import load_label_map
+from geoxai.evaluation.artifacts import rgb_to_lab
+from geoxai.evaluation.plugin import Metric, Pair, Plugin, Skip
+from geoxai.evaluation.statistics import summarize_records
 from geoxai.segmentation import labels as L
+from geoxai.segmentation.base import has_instances, instance_ids
+from geoxai.segmentation.colour import ciede2000, dominant_colour, lightness_spread, mean_lab
+from geoxai.segmentation.groundtruth import label_path
+from geoxai.segmentation.regions import (
+    MIN_AREA, align_labels, area_fraction, count_instances, dilated_iou, dilation_radius, instances, iou,
+    min_pixels, present, removal_rate, resize_labels)
 
-MIN_AREA = 0.001  # fraction of the image a class must cover to count as present (and an instance as one)
-DILATION_AT_128 = 2  # pixels of tolerance for "same position" at 128 px, scaled with the image size
-DOMINANT_CLUSTERS = 3  # k of the k-means that finds a facade's dominant colour
-MAX_CLUSTER_PIXELS = 4096  # pixels drawn (seeded) for the k-means; enough for three centres
-MIN_QUERIES = 3  # fewer queries give no meaningful rank correlation
 LABEL_RESIZE_NOTICE = ("label maps of images of another size than their original are compared after centre-cropping "
                        "the original's map to the image's aspect ratio and resizing the image's map to that crop "
                        "(nearest neighbour)")
@@ -53,79 +47,7 @@ MAP_SIZE_NOTICE = ("label maps of another size than their image were resized to 
                    "before comparing colours inside them")
 
 
-# ---------------------------------------------------------------------------------- geometry
-def crop_box(original: tuple[int, int], other: tuple[int, int]) -> tuple[int, int, int, int]:
-    """(top, left, height, width) of the centre crop of an ``original``-shaped map to the aspect ratio
-    of ``other`` — the geometry of ``EvaluationContext.aligned``, so maps and images stay registered."""
-    ha, wa = original
-    hb, wb = other
-    if (ha, wa) == (hb, wb):
-        return 0, 0, ha, wa
-    target = hb / wb
-    if ha / wa > target:
-        h, w = int(round(wa * target)), wa
-    else:
-        h, w = ha, int(round(ha / target))
-    return (ha - h) // 2, (wa - w) // 2, h, w
-
-
-def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a label or instance map with PIL (as images are resized): ids stay ids."""
-    from PIL import Image
-
-    h, w = int(shape[0]), int(shape[1])
-    if labels.shape[:2] == (h, w):
-        return labels
-    if labels.dtype == np.uint8:
-        return np.asarray(Image.fromarray(labels).resize((w, h), Image.Resampling.NEAREST))
-    resized = Image.fromarray(labels.astype(np.int32)).resize((w, h), Image.Resampling.NEAREST)
-    return np.asarray(resized).astype(labels.dtype)
-
-
-def align_labels(original: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both maps at one size: the original's centre-cropped to ``other``'s aspect ratio, ``other``'s
-    resized (nearest neighbour) to that crop."""
-    top, left, h, w = crop_box(original.shape[:2], other.shape[:2])
-    return original[top:top + h, left:left + w], resize_labels(other, (h, w))
-
-
-# ---------------------------------------------------------------------------------- masks
-def area_fraction(mask: np.ndarray) -> float:
-    """Share of the image a boolean mask covers."""
-    return float(mask.mean()) if mask.size else 0.0
-
-
-def min_pixels(shape: tuple[int, ...], min_area: float = MIN_AREA) -> int:
-    """The smallest pixel count that is ``min_area`` of an image of ``shape`` (at least one pixel)."""
-    return max(1, int(math.ceil(min_area * shape[0] * shape[1] - 1e-9)))
-
-
-def present(mask: np.ndarray, min_area: float = MIN_AREA) -> bool:
-    """Whether a mask covers at least ``min_area`` of the image (a stray pixel is not a class)."""
-    return int(mask.sum()) >= min_pixels(mask.shape, min_area)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Intersection over union of two boolean masks; None when both are empty (undefined)."""
-    union = int(np.count_nonzero(a | b))
-    return None if union == 0 else int(np.count_nonzero(a & b)) / union
-
-
-def dilation_radius(shape: tuple[int, ...]) -> int:
-    """Pixels of positional tolerance: ``DILATION_AT_128`` at 128 px, scaled with the image side."""
-    return max(1, int(round(DILATION_AT_128 * min(shape[0], shape[1]) / 128.0)))
-
-
-def dilated_iou(a: np.ndarray, b: np.ndarray, radius: int) -> float | None:
-    """IoU after dilating both masks by ``radius`` pixels (a square neighbourhood): the same position
-    up to a small shift or a change of outline."""
-    if radius > 0:
-        structure = np.ones((2 * radius + 1, 2 * radius + 1), dtype=bool)
-        a = ndimage.binary_dilation(a, structure=structure)
-        b = ndimage.binary_dilation(b, structure=structure)
-    return iou(a, b)
-
-
+# ---------------------------------------------------------------------------------- per-class metrics
 def region_values(original: np.ndarray, other: np.ndarray, name: str, ids: Sequence[int],
                   min_area: float = MIN_AREA) -> dict[str, float | Skip]:
     """The per-class metrics of one aligned pair of label maps (see ``region_metrics``)."""
@@ -165,120 +87,6 @@ def region_metrics(name: str, what: str, note: str = "") -> dict[str, Metric]:
     }
 
 
-# ---------------------------------------------------------------------------------- instances
-def instances(mask: np.ndarray, min_size: int) -> tuple[np.ndarray, int]:
-    """4-connected components of ``mask`` with at least ``min_size`` pixels, numbered 1..n (0: none)."""
-    components, count = ndimage.label(mask)
-    if count == 0:
-        return components, 0
-    sizes = np.bincount(components.ravel(), minlength=count + 1)
-    keep = sizes >= min_size
-    keep[0] = False
-    renumber = np.zeros(count + 1, dtype=np.int64)
-    renumber[keep] = np.arange(1, int(keep.sum()) + 1)
-    return renumber[components], int(keep.sum())
-
-
-def removal_rate(original: np.ndarray, other: np.ndarray, min_size: int) -> float | None:
-    """Share of the original's instances (``instances``) that no instance of ``other`` overlaps by a
-    pixel; None when the original has none."""
-    ours, count = instances(original, min_size)
-    if count == 0:
-        return None
-    theirs, _ = instances(other, min_size)
-    matched = np.unique(ours[(ours > 0) & (theirs > 0)])
-    return 1.0 - len(matched) / count
-
-
-def count_instances(mask: np.ndarray, min_size: int, instance_map: np.ndarray | None = None) -> int:
-    """Objects of a class in one image: its 4-connected components of at least ``min_size`` pixels.
-
-    With an ``instance_map`` (ids > 0 from an instance segmenter such as SAM, same shape) a component
-    counts as the number of instances that cover at least ``min_size`` of its pixels (at least one):
-    two windows merged into one blob by the semantic map are counted as two.
-    """
-    components, count = instances(mask, min_size)
-    if instance_map is None or count == 0:
-        return count
-    inside = (components > 0) & (instance_map > 0)
-    pairs, sizes = np.unique(np.stack([components[inside], instance_map[inside].astype(np.int64)]), axis=1,
-                             return_counts=True)
-    split = np.bincount(pairs[0][sizes >= min_size], minlength=count + 1)[1:]
-    return int(np.maximum(split, 1).sum())
-
-
-def as_instance_map(found: Any, shape: tuple[int, int]) -> np.ndarray | None:
-    """An instance segmenter's answer for the first image of a batch as an id map [H, W] (0: background).
-
-    Accepts an id map [H, W], a stack of masks [K, H, W], a batch of either ([1, H, W] ids,
-    [B, K, H, W] masks, or a list per image), or a list of SAM-style dicts with a ``segmentation``
-    mask. None when the answer has none of these forms.
-    """
-    if isinstance(found, (list, tuple)):
-        if found and all(isinstance(item, Mapping) and "segmentation" in item for item in found):
-            found = np.stack([np.asarray(item["segmentation"], dtype=bool) for item in found])
-        elif found:
-            return as_instance_map(found[0], shape)
-        else:
-            return None
-    array = np.asarray(found.detach().cpu().numpy() if hasattr(found, "detach") else found)
-    if array.ndim == 4:  # a batch of mask stacks
-        array = array[0]
-    if array.ndim == 3 and array.shape[0] == 1 and array.dtype != bool:  # a batch of one id map
-        array = array[0]
-    if array.ndim == 3:  # a stack of masks: later masks over earlier ones
-        ids = np.zeros(array.shape[1:], dtype=np.int64)
-        for k, mask in enumerate(array.astype(bool), start=1):
-            ids[mask] = k
-        array = ids
-    if array.ndim != 2 or array.dtype == object:
-        return None
-    return resize_labels(array.astype(np.int64), shape)
-
-
-# ---------------------------------------------------------------------------------- colour
-def mean_lab(lab: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
-    """Mean CIELAB colour [3] of the pixels under ``mask``; None when the mask is empty."""
-    if not mask.any():
-        return None
-    return lab[mask].mean(axis=0)
-
-
-def ciede2000(first: np.ndarray, second: np.ndarray) -> float:
-    """CIEDE2000 colour difference of two CIELAB colours (about 1: just noticeable; above 10: another colour)."""
-    from skimage.color import deltaE_ciede2000
-
-    return float(deltaE_ciede2000(np.asarray(first, np.float64), np.asarray(second, np.float64)))
-
-
-def lightness_spread(lab: np.ndarray, mask: np.ndarray) -> float | None:
-    """Standard deviation of L* under ``mask`` (texture: clouds in a sky, shading); None when empty."""
-    return float(lab[..., 0][mask].std()) if mask.any() else None
-
-
-def dominant_colour(pixels: np.ndarray, seed: int, k: int = DOMINANT_CLUSTERS) -> np.ndarray | None:
-    """Centre of the largest of ``k`` k-means clusters (k-means++, seeded) of CIELAB ``pixels`` [N, 3].
-
-    Pixels beyond ``MAX_CLUSTER_PIXELS`` are subsampled with the same seed, so identical pixel sets give
-    identical centres. None without pixels; with fewer distinct colours than ``k``, the most frequent one.
-    """
-    from scipy.cluster.vq import kmeans2
-
-    pixels = np.asarray(pixels, dtype=np.float64).reshape(-1, 3)
-    if len(pixels) == 0:
-        return None
-    rng = np.random.default_rng(seed)
-    if len(pixels) > MAX_CLUSTER_PIXELS:
-        pixels = pixels[rng.choice(len(pixels), MAX_CLUSTER_PIXELS, replace=False)]
-    distinct, counts = np.unique(pixels, axis=0, return_counts=True)
-    if len(distinct) <= k:
-        return distinct[int(np.argmax(counts))]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # an empty cluster is harmless here: the largest one is kept
-        centres, assigned = kmeans2(pixels, k, minit="++", seed=rng)
-    return centres[int(np.argmax(np.bincount(assigned, minlength=k)))]
-
-
 # ---------------------------------------------------------------------------------- a pair
 @dataclass
 class PairMaps:
@@ -305,8 +113,6 @@ class PairMaps:
     def lab(self, which: str) -> np.ndarray:
         """CIELAB [H, W, 3] of ``original`` or ``other`` (computed once per pair)."""
         if which not in self._lab:
-            from geoxai.evaluation.artifacts import rgb_to_lab
-
             rgb = self.original_rgb if which == "original" else self.other_rgb
             if rgb is None:
                 raise ValueError("this pair was loaded without images")
@@ -414,39 +220,32 @@ def count_values(maps: PairMaps, name: str, ids: Sequence[int], min_area: float 
             f"{name}_count_exact": float(first == second)}
 
 
+
 def segmenter_instance_maps(ctx: Any, maps: PairMaps, class_id: int,
                             cache: dict[Path, np.ndarray | None]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Instance maps of both images from the segmenter's ``instances(images, class_id[, semantic_maps])``
+    """Instance maps of both images from the segmenter's ``instances(images, class_id, semantic_maps)``
     (the ``sam`` backend), aligned like the label maps; None when the segmenter has none or it fails
-    (said once). The evaluation's own label map is passed where the method takes one, so instances
-    split exactly the regions the other metrics read."""
-    import inspect
-
-    method = getattr(ctx.segmenter, "instances", None)
-    if not callable(method):
+    (said once). The evaluation's own label map is passed, so instances split exactly the regions the
+    other metrics read. An answer of another form than the declared one is an error naming the backend."""
+    segmenter = ctx.segmenter
+    if segmenter is None or not has_instances(segmenter):
         return None
-    try:
-        takes_maps = len([p for p in inspect.signature(method).parameters.values()
-                          if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 3
-    except (TypeError, ValueError):
-        takes_maps = False
     found = []
     for path in (maps.pair.original, maps.pair.other):
         if path not in cache:
             cache[path] = None
             image, labels = ctx.image(path), ctx.segmentation(path)
             if image is not None and labels is not None:
+                tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+                given = torch.from_numpy(resize_labels(labels, image.shape[:2]).astype(np.int64))[None]
                 try:
-                    import torch
-
-                    tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
-                    given = (torch.from_numpy(resize_labels(labels, image.shape[:2]).astype(np.int64))[None],) \
-                        if takes_maps else ()
-                    cache[path] = as_instance_map(method(tensor, int(class_id), *given), labels.shape[:2])
+                    answer = segmenter.instances(tensor, int(class_id), given)
                 except Exception as exc:  # an optional refinement: fall back to connected components
                     reason = str(exc).splitlines()[0] if str(exc) else repr(exc)
                     ctx.notice(f"the segmenter's instances() failed ({reason}); {class_name(class_id)}s are counted "
                                "as connected components of the label map")
+                else:
+                    cache[path] = resize_labels(instance_ids(segmenter, answer, tensor)[0], labels.shape[:2])
         found.append(cache[path])
     if found[0] is None or found[1] is None:
         return None
@@ -485,9 +284,6 @@ def class_flip_values(maps: PairMaps, classes: Sequence[int], min_area: float = 
 # ---------------------------------------------------------------------------------- ceiling
 def ground_truth(path: Path) -> np.ndarray | None:
     """The ground-truth label map of an image (SynthCity worlds, reference runs), None when there is none."""
-    from geoxai.data.images import load_label_map
-    from geoxai.segmentation.groundtruth import label_path
-
     found = label_path(path)
     if found is None:
         return None
@@ -619,8 +415,6 @@ class RegionPlugin(Plugin):
     def summarize(self, records: pd.DataFrame, ctx: Any) -> pd.DataFrame:
         """The default rows (per query the mean over samples, then mean and 95% bootstrap CI over
         queries) plus the plugin's set-level rows."""
-        from geoxai.evaluation.statistics import summarize_records
-
         summary = summarize_records(records, seed=ctx.seed)
         extra = self.extra_rows(records, ctx)
         if not extra:
