@@ -72,8 +72,8 @@ def test_the_documented_region_plugin_runs_as_written(tmp_path):
     """The RegionPlugin example of docs/writing-a-plugin.md, copied from the page, through `geoxai evaluate`."""
     from pathlib import Path
 
-    from geoxai.data.reference_runs import write_reference_run
-    from geoxai.data.synthcity_world import write_world
+    from geoxai.synthcity.reference_runs import write_reference_run
+    from geoxai.synthcity.world import write_world
 
     page = (Path(__file__).parents[1] / "docs" / "writing-a-plugin.md").read_text()
     section = page.split("## Segmentation plugins", 1)[1]
