@@ -66,7 +66,8 @@ def main() -> None:
     sklearn_s, (sklearn_d, sklearn_i) = timed(sklearn_knn, database, queries, args.k, repeats=args.repeats)
 
     same_ranking = float(np.mean(faiss_i == sklearn_i)) * 100
-    same_sets = float(np.mean([len(np.intersect1d(a, b)) / args.k for a, b in zip(faiss_i, sklearn_i)])) * 100
+    same_sets = float(np.mean([len(np.intersect1d(a, b)) / args.k
+                               for a, b in zip(faiss_i, sklearn_i, strict=True)])) * 100
     max_gap = float(np.abs(faiss_d - sklearn_d).max())
     print(f"{'faiss IndexFlatL2':<32}{faiss_s:8.3f} s")
     print(f"{'sklearn NearestNeighbors brute':<32}{sklearn_s:8.3f} s")

@@ -134,7 +134,7 @@ def main() -> None:
         if not db_ok.all():
             raise SystemExit("unreadable database images; fix the dataset first")
         descriptors = torch.from_numpy(queries[keep])
-        positives = [p for p, k in zip(positives, keep) if k]
+        positives = [p for p, k in zip(positives, keep, strict=True) if k]
         _, predictions = search(database, queries[keep], 1)
         original_recall = recall_at(predictions, positives, ns=(1,))[1]
         chance = chance_recall([len(p) for p in positives], len(database), ns=(1,))[1]
@@ -146,7 +146,7 @@ def main() -> None:
         seeds = [sample_seed(args.seed, i, 0) for i in range(count)]
 
     # Warm-up: CUDA context, cuDNN autotuning and allocator, so neither sampler pays them.
-    for name, pipeline in pipelines.items():
+    for pipeline in pipelines.values():
         pipeline(descriptors[:args.batch], num_inference_steps=2, generator=[torch.Generator()] * min(
             args.batch, len(descriptors)))
 

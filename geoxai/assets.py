@@ -398,7 +398,7 @@ class AssetReport:
         table += [(r.asset.name, r.asset.needed_by, r.status, str(r.asset.path), r.asset.source,
                    r.detail if r.status == FOUND else planned_check(r.asset)) for r in self.rows]
         widths = [max(len(row[i]) for row in table) for i in range(5)]
-        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:5], widths)) + "  " + row[5]
+        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True)) + "  " + row[5]
                  for row in table]
         lines.insert(1, "  ".join("-" * width for width in widths) + "  " + "-" * 5)
         lines += [f"mismatch: {r.asset.path}: {r.detail}" for r in self.rows if r.status == MISMATCH]

@@ -52,7 +52,7 @@ def search(database: np.ndarray, queries: np.ndarray, k: int, progress: bool = F
 def first_correct_rank(predictions: np.ndarray, positives: Sequence[np.ndarray]) -> np.ndarray:
     """Per query, the 1-based rank of the first positive among ``predictions``; 0 when none."""
     ranks = np.zeros(len(predictions), dtype=np.int64)
-    for q, (row, pos) in enumerate(zip(predictions, positives)):
+    for q, (row, pos) in enumerate(zip(predictions, positives, strict=True)):
         hits = np.flatnonzero(np.isin(row, pos))
         if len(hits):
             ranks[q] = hits[0] + 1
@@ -301,7 +301,7 @@ def evaluate_retrieval(dataset: str | Path, spec: Mapping[str, Any], out: str | 
     status = np.where(~q_ok, "unreadable", np.where(num_positives == 0, "no_positives", "ok")).astype(object)
     evaluated = status == "ok"
     ranks = first_correct_rank(indices, positives)
-    eval_positives = [p for p, e in zip(positives, evaluated) if e]
+    eval_positives = [p for p, e in zip(positives, evaluated, strict=True) if e]
     result = RetrievalResult(
         recalls=recall_at(indices[evaluated], eval_positives, ns),
         chance=chance_recall(num_positives[evaluated], int(db_ok.sum()), ns),

@@ -308,7 +308,7 @@ def compute_for_images(namespace: Namespace, paths: Sequence[str | Path],
     paths = [Path(p) for p in paths]
     keys = list(digests) if digests is not None else file_digests(paths, progress=progress)
     first_path: dict[str, Path] = {}
-    for path, key in zip(paths, keys):
+    for path, key in zip(paths, keys, strict=True):
         first_path.setdefault(key, path)
     missing = namespace.missing(keys)
     rank, world = shard
@@ -327,7 +327,7 @@ def compute_for_images(namespace: Namespace, paths: Sequence[str | Path],
                 if indices and batch.get("image") is not None:
                     out = compute(batch)
                     if not isinstance(out, Mapping):
-                        out = {mine[i]: value for i, value in zip(indices, np.asarray(out))}
+                        out = {mine[i]: value for i, value in zip(indices, np.asarray(out), strict=True)}
                     namespace.put_many(out)
                     computed += len(out)
                 if on_batch is not None:
@@ -342,5 +342,5 @@ def compute_for_images(namespace: Namespace, paths: Sequence[str | Path],
         elif world == 1:
             raise GeoxaiError(f"artifact store {namespace.folder}: no value for {first_path[key]} after computing "
                               "it; is the store being cleared by another process?")
-    unreadable = [(path, skipped[key]) for path, key in zip(paths, keys) if key in skipped]
+    unreadable = [(path, skipped[key]) for path, key in zip(paths, keys, strict=True) if key in skipped]
     return ImageArtifacts(keys=keys, values=values, skipped=unreadable, computed=computed)

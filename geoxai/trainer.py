@@ -207,7 +207,7 @@ def report_skipped(skipped: dict[str, str], out: Path, what: str) -> None:
     path = out / SKIPPED_FILE
     previous = pd.read_csv(path, dtype=str, keep_default_na=False) if path.is_file() else None
     if previous is not None:  # a resumed run keeps what earlier sessions found
-        skipped = {**dict(zip(previous["path"], previous["error"])), **skipped}
+        skipped = {**dict(zip(previous["path"], previous["error"], strict=True)), **skipped}
     if not skipped and previous is None:
         return
     frame = pd.DataFrame({"path": sorted(skipped), "error": [skipped[p] for p in sorted(skipped)]})

@@ -155,7 +155,7 @@ def _mean(values: list[float | Skip]) -> float | Skip:
 def _distances(comparisons: list[Comparison], ctx: Any, lpips_reason: str | None) -> dict[Comparison, dict]:
     """pixel_l1, lpips and descriptor_distance of each comparison (values or Skips)."""
     paths = sorted({p for c in comparisons for p in c})
-    descriptors = dict(zip(paths, ctx.descriptors(paths))) if paths else {}
+    descriptors = dict(zip(paths, ctx.descriptors(paths), strict=True)) if paths else {}
     out: dict[Comparison, dict] = {}
     buckets: dict[tuple[int, ...], list[tuple[Comparison, np.ndarray, np.ndarray]]] = defaultdict(list)
 
@@ -164,7 +164,7 @@ def _distances(comparisons: list[Comparison], ctx: Any, lpips_reason: str | None
         b = np.stack([y for _, _, y in bucket])
         l1 = np.abs(a - b).mean(axis=(1, 2, 3))
         lpips = lpips_or_skips(a, b, lpips_reason, LPIPS_NET)
-        for (key, _, _), pixel, perceptual in zip(bucket, l1, lpips):
+        for (key, _, _), pixel, perceptual in zip(bucket, l1, lpips, strict=True):
             out[key].update(pixel_l1=float(pixel), lpips=perceptual)
         bucket.clear()
 

@@ -119,7 +119,8 @@ class FidelityPlugin(Plugin):
         else:
             ssim = [Skip(f"image smaller than the {SSIM_WINDOW}-px SSIM window")] * len(batch)
         lpips = lpips_or_skips(original.permute(0, 2, 3, 1), other.permute(0, 2, 3, 1), lpips_reason, LPIPS_NET)
-        return [pair.record(psnr=p, ssim=s, lpips=d) for (pair, _, _), p, s, d in zip(batch, psnr, ssim, lpips)]
+        return [pair.record(psnr=p, ssim=s, lpips=d)
+                for (pair, _, _), p, s, d in zip(batch, psnr, ssim, lpips, strict=True)]
 
     # ------------------------------------------------------------------------------ per set
     def summarize(self, records: pd.DataFrame, ctx: Any) -> pd.DataFrame:
@@ -213,7 +214,7 @@ def _features(extract, ctx: Any, sets: dict[str, list[Path]]) -> dict[Path, np.n
     images = {p: ctx.image(p) for p in paths}
     readable = [p for p in paths if images[p] is not None]
     values = extract([images[p] for p in readable])
-    return dict(zip(readable, values))
+    return dict(zip(readable, values, strict=True))
 
 
 def _stack(features: dict[Path, np.ndarray], paths: list[Path]) -> np.ndarray:

@@ -126,7 +126,7 @@ class LightingPlugin(Plugin):
     def _descriptor_lookup(pairs: list[Pair], ctx: Any) -> dict[Path, np.ndarray]:
         """Descriptor of every image of the pairs, read once."""
         paths = sorted({p for pair in pairs for p in (pair.original, pair.other)})
-        return dict(zip(paths, ctx.descriptors(paths)))
+        return dict(zip(paths, ctx.descriptors(paths), strict=True))
 
     @staticmethod
     def _cosine(descriptor: Mapping[Path, np.ndarray], a: Path, b: Path) -> float | Skip:
@@ -225,7 +225,7 @@ class LightingPlugin(Plugin):
             skip = Skip("no readable database image")
             return {p: [skip] * count for p in ("generated", "shuffled", "reference")}
         extra = sorted({p for p in (*references, *partners) if p is not None})
-        extra_desc = dict(zip(extra, ctx.descriptors(extra))) if extra else {}
+        extra_desc = dict(zip(extra, ctx.descriptors(extra), strict=True)) if extra else {}
         queries = np.concatenate([base, changed.reshape(-1, base.shape[1]),
                                   np.stack([extra_desc[p] for p in extra]) if extra else base[:0]])
         finite = np.isfinite(queries).all(axis=1)
@@ -233,7 +233,7 @@ class LightingPlugin(Plugin):
         if finite.any():
             top[finite] = search(db, queries[finite], 1)[1][:, 0]
         own, moved = top[:count], top[count:count + changed.shape[0] * changed.shape[1]].reshape(count, -1)
-        of_extra = dict(zip(extra, top[count + moved.size:]))
+        of_extra = dict(zip(extra, top[count + moved.size:], strict=True))
         result: dict[str, list[float | Skip]] = {"generated": [], "shuffled": [], "reference": []}
         unreadable = Skip("the original could not be read or embedded")
         for i in range(count):

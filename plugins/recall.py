@@ -58,7 +58,7 @@ class RecallPlugin(Plugin):
             found = database.positives(original_utm[has_utm])
             remap = -np.ones(len(database.paths), dtype=np.int64)
             remap[readable] = np.arange(len(readable))
-            for i, p in zip(np.flatnonzero(has_utm), found):
+            for i, p in zip(np.flatnonzero(has_utm), found, strict=True):
                 p = remap[p]
                 positives[i] = p[p >= 0]
         _, original_top = search(db, original_desc, k)
@@ -68,7 +68,7 @@ class RecallPlugin(Plugin):
         other_desc = ctx.descriptors(others)
         _, other_top = search(db, other_desc, k)
         records = []
-        for pair, descriptor, top in zip(pairs, other_desc, other_top):
+        for pair, descriptor, top in zip(pairs, other_desc, other_top, strict=True):
             q = original_index[pair.original]
             cosine = float(np.dot(descriptor, original_desc[q]))
             values: dict[str, float | Skip] = {"cosine": cosine}

@@ -229,7 +229,7 @@ def test_synthcity_config_keeps_each_place_in_one_class_and_one_group():
     g = config["groups"]
     city = SynthCity(seed=0, size=64)
     rows = [(*city.visit_utm(p, v), city.visit_heading(p, v), p) for p in range(120) for v in range(6)]
-    east, north, heading, place = map(np.array, zip(*rows))
+    east, north, heading, place = map(np.array, zip(*rows, strict=True))
     classes, groups = class_and_group_ids(east, north, heading, g["M"], g["alpha"], g["N"], g["L"])
     per_place = pd.DataFrame({"place": place, "cls": [tuple(c) for c in classes]}).groupby("place")["cls"]
     assert per_place.nunique().max() == 1, "a place's visits are split across classes"

@@ -101,7 +101,8 @@ def test_recall_equals_a_brute_force_reference(runs, world, tmp_path):
     expected = np.hypot(*(db_utm[nearest] - manifest[["utm_east", "utm_north"]].to_numpy()).T) <= 25
     mine = records[(records.metric == "recall@1") & (records.pairing == "generated")]
     mine = mine.set_index(["query_id", "sample"])["value"]
-    for (query_id, sample), hit in zip(zip(manifest["query_id"], manifest["sample"]), expected):
+    keys = zip(manifest["query_id"], manifest["sample"], strict=True)
+    for (query_id, sample), hit in zip(keys, expected, strict=True):
         assert mine[query_id, sample] == 100.0 * hit
 
 

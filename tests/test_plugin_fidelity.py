@@ -135,7 +135,8 @@ def constant_run(root: Path, originals: list[int], generations: list[int]) -> Pa
         Image.new("RGB", (32, 24), (value,) * 3).save(queries / f"query{i}.png")
     items = plan_queries(sorted(queries.iterdir()), queries)
     run = GenerationRun.create(root / "run", {"generator": "constant greys", "queries": queries})
-    run.save_images([(item, 0, 0, Image.new("RGB", (32, 24), (value,) * 3)) for item, value in zip(items, generations)])
+    run.save_images([(item, 0, 0, Image.new("RGB", (32, 24), (value,) * 3))
+                     for item, value in zip(items, generations, strict=True)])
     run.finalize(items, 1)
     return root / "run"
 

@@ -63,7 +63,7 @@ def images(world: Path, run: GenerationRun):
     table = pd.read_csv(run.root / "reference.csv", dtype={"query_id": str})
     manifest = run.manifest(absolute=True)
     assert len(table) == len(manifest) == 6 * SAMPLES
-    for row, entry in zip(table.to_dict("records"), manifest.to_dict("records")):
+    for row, entry in zip(table.to_dict("records"), manifest.to_dict("records"), strict=True):
         assert (row["query_id"], row["sample"]) == (entry["query_id"], entry["sample"])
         query = Path(entry["query_path"]).relative_to(world).as_posix()
         meta = metadata.loc[query]
@@ -114,7 +114,7 @@ def persistent_agreement(query_labels: np.ndarray, labels: np.ndarray) -> float:
 
 def test_oracle_is_the_same_place_with_new_transients(world, city, make_run):
     agreement = []
-    for row, _, query_labels, image, labels in images(world, make_run("oracle")):
+    for row, _, query_labels, _, labels in images(world, make_run("oracle")):
         assert row["place"] == row["query_place"] and row["visit"] == row["fresh"] and row["overrides"] == {}
         query_factors = city.visit_factors(row["query_place"], row["query_visit"])
         factors = city.visit_factors(row["place"], row["visit"])
@@ -136,7 +136,7 @@ def test_other_place_is_always_another_test_place(world, make_run):
     metadata = pd.read_csv(world / "metadata.csv")
     test_places = set(metadata.loc[metadata["split"] != "train", "place"])
     places = set()
-    for row, query, *_ in images(world, make_run("other-place")):
+    for row, *_ in images(world, make_run("other-place")):
         assert row["place"] != row["query_place"] and row["place"] in test_places
         assert row["visit"] == row["fresh"] and row["visit"] >= 3
         places.add(row["place"])

@@ -124,7 +124,7 @@ def test_evaluation_counts_exclusions_and_writes_predictions(dataset, tmp_path):
 
     predictions = pd.read_csv(tmp_path / "predictions.csv")
     assert len(predictions) == 8
-    status = dict(zip(predictions["query"].str.extract(r"@(\w+)@\.png$")[0], predictions["status"]))
+    status = dict(zip(predictions["query"].str.extract(r"@(\w+)@\.png$")[0], predictions["status"], strict=True))
     assert status == {"q0": "ok", "q1": "ok", "q2": "ok", "q3": "ok", "q4": "ok", "q5": "no_positives",
                       "far": "no_positives", "corrupt": "unreadable"}
     ok = predictions[predictions["status"] == "ok"]

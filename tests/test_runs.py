@@ -89,7 +89,8 @@ def test_manifest_rows_paths_and_utm(tmp_path, queries):
     assert text[0] == "query_id,query_path,sample,seed,image_path,utm_east,utm_north"
     frame = GenerationRun.open(tmp_path / "run").manifest()
     assert list(frame.columns) == list(MANIFEST_COLUMNS) and len(frame) == 6
-    assert list(zip(frame.query_id, frame["sample"])) == [(f"q00000{q}", s) for q in range(3) for s in range(2)]
+    assert list(zip(frame.query_id, frame["sample"], strict=True)) == [(f"q00000{q}", s)
+                                                                     for q in range(3) for s in range(2)]
     assert frame.image_path[3] == "samples/q000001/1.png"
     assert frame.query_path[0] == sorted(paths)[0].as_posix()  # outside the run: absolute
     assert frame.seed.tolist() == [sample_seed(7, q, s) for q in range(3) for s in range(2)]
@@ -160,7 +161,7 @@ def test_finalize_recovers_images_the_manifest_missed(tmp_path, queries):
     items = plan_queries(paths, folder)
     run = GenerationRun.create(tmp_path / "run", SETTINGS)
     todo = run.pending(items, 1)
-    for item, sample, seed in todo:  # images land, manifest never written (killed process)
+    for item, sample, _ in todo:  # images land, manifest never written (killed process)
         atomic_save_image(run.image_path(item.query_id, sample), image(0))
     assert len(run) == 0
     frame = run.finalize(items, 1)

@@ -371,7 +371,7 @@ def test_sam_refines_and_splits_with_real_masks(sam_checkpoint, models):
     base = street_map()
     assert refined.shape == (2, 48, 64) and refined.dtype == torch.long
     assert set(refined.unique().tolist()) <= set(base.unique().tolist())
-    for image_masks, labels in zip(masks, refined):
+    for image_masks, labels in zip(masks, refined, strict=True):
         covered = np.logical_or.reduce(image_masks) if image_masks else np.zeros((48, 64), dtype=bool)
         assert (labels[~torch.from_numpy(covered)] == base[~torch.from_numpy(covered)]).all()
     assert (segmenter.segment(images[:1]) == segmenter.refine(images[:1])).all()

@@ -382,7 +382,8 @@ def test_window_counts_match_the_world(evaluated, world):
     metadata = pd.read_csv(world / "metadata.csv").set_index("path")
     truth = {row.query_id: metadata.loc[Path(row.query_path).relative_to(world).as_posix(), "window_count"]
              for row in manifest.itertuples()}
-    assert len(counted) and all(value == truth[q] for q, value in zip(counted["query_id"], counted["value"]))
+    assert len(counted) and all(value == truth[q]
+                                for q, value in zip(counted["query_id"], counted["value"], strict=True))
 
 
 OTHER_PLACE_METRICS = ("sky_iou", "building_iou", "road_iou", "window_iou", "window_count_error", "classes_changed",

@@ -26,7 +26,7 @@ SFXL = "@0543256.96@4178906.70@10@S@037.75582@-122.50112@sGf3FOtKLP4HrUPAD_lj7g@
 def same_name(a: VPRName, b: VPRName) -> bool:
     """Field-wise equality where NaN equals NaN."""
     return all(x == y or (isinstance(x, float) and math.isnan(x) and math.isnan(y))
-               for x, y in zip(astuple(a), astuple(b)))
+               for x, y in zip(astuple(a), astuple(b), strict=True))
 
 
 def touch(path: Path) -> Path:
@@ -178,7 +178,7 @@ def test_positives_match_brute_force_on_random_coordinates(tmp_path):
         positives = test_set.positives(radius)
         expected = brute_force(db, q, radius)
         assert len(positives) == len(q)
-        for got, want, query in zip(positives, expected, q):
+        for got, want, query in zip(positives, expected, q, strict=True):
             assert sorted(got.tolist()) == want.tolist()
             distances = np.linalg.norm(db[got] - query, axis=1)
             assert np.all(np.diff(distances) >= 0)  # nearest first
@@ -230,7 +230,7 @@ def test_labels_mode_rejects_names_without_coordinates_and_no_labels_mode_reads_
     with pytest.raises(GeoxaiError, match="coordinates"):
         test_set.positives()
     with pytest.raises(GeoxaiError, match="coordinates"):
-        test_set.queries_without_positives
+        _ = test_set.queries_without_positives  # a property: reading it raises
 
 
 def test_test_set_reads_list_files(tmp_path):

@@ -39,7 +39,7 @@ class DescriptorNormPlugin(Plugin):
         import numpy as np
 
         norms = np.linalg.norm(ctx.descriptors([p.other for p in pairs]), axis=1)
-        return [pair.record(norm=float(n)) for pair, n in zip(pairs, norms)]
+        return [pair.record(norm=float(n)) for pair, n in zip(pairs, norms, strict=True)]
 
 
 class RaisingPlugin(Plugin):

@@ -61,7 +61,7 @@ def file_digests(paths: Sequence[str | Path], progress: bool = False, store: obj
                 tqdm(total=len(todo), desc="hashing", unit="img", disable=not progress or len(todo) < 2000) as bar:
             for start in range(0, len(todo), 4096):
                 chunk = todo[start:start + 4096]
-                for i, digest in zip(chunk, pool.map(_digest_or_missing, [paths[i] for i in chunk])):
+                for i, digest in zip(chunk, pool.map(_digest_or_missing, [paths[i] for i in chunk]), strict=True):
                     found[i] = digest
                 bar.update(len(chunk))
                 new = {stat_keys[i]: np.frombuffer(bytes.fromhex(found[i]), dtype=np.uint8) for i in chunk
@@ -107,7 +107,7 @@ def find_duplicates(named: Mapping[str, Sequence[str | Path]], progress: bool = 
     entries = [(name, Path(p)) for name, paths in named.items() for p in paths]
     digests = file_digests([p for _, p in entries], progress=progress)
     by_digest: dict[str, list[tuple[str, Path]]] = {}
-    for entry, digest in zip(entries, digests):
+    for entry, digest in zip(entries, digests, strict=True):
         if not digest.startswith("unreadable:"):
             by_digest.setdefault(digest, []).append(entry)
     return Duplicates([group for group in by_digest.values() if len(group) > 1])

@@ -150,7 +150,7 @@ def _folder_info(name: str, folder: Path, labels: bool, decode: bool,
     if decode:
         info.unreadable = check_images(paths, progress=progress, desc=f"{name}: decoding")
     else:
-        info.unreadable = [(p, h) for p, h in zip(paths, headers) if isinstance(h, str)]
+        info.unreadable = [(p, h) for p, h in zip(paths, headers, strict=True) if isinstance(h, str)]
     info.unreadable = list(paths.unreadable_folders) + info.unreadable  # counted and named like a file
     utm = None
     if labels:

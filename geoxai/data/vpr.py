@@ -105,7 +105,7 @@ def parse_name(path: str | Path) -> VPRName:
     """Parse a VPR file name; a name without UTM coordinates is a ``GeoxaiError``."""
     fields = _name_fields(path)
     east, north = _utm(fields, path)
-    values = dict(zip(NAME_FIELDS, fields[1:] + [""] * len(NAME_FIELDS)))
+    values = dict(zip(NAME_FIELDS, fields[1:] + [""] * len(NAME_FIELDS), strict=False))
     kwargs: dict[str, Any] = {
         field: _number(values[field], field, path) if field in _NUMERIC_FIELDS else values[field]
         for field in NAME_FIELDS[2:]
@@ -368,4 +368,4 @@ def check_images(paths: Sequence[str | Path], progress: bool = False,
     """Fully decode every file; return the unreadable ones with the reason, in input order."""
     paths = [Path(p) for p in paths]
     errors = _map_files(_decode_error, paths, desc, progress)
-    return [(p, e) for p, e in zip(paths, errors) if e is not None]
+    return [(p, e) for p, e in zip(paths, errors, strict=True) if e is not None]

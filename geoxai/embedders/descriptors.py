@@ -78,13 +78,13 @@ def embed_files(embedder: Any, paths: Sequence[str | Path], batch_size: int = 32
     def remember_sizes(batch: dict[str, Any], batch_paths: list[Path]) -> None:
         if batch["image"] is not None:
             keys = [digest_of[p] for p in batch_paths]
-            sizes.put_many({k: np.asarray(s, dtype=np.int32) for k, s in zip(keys, batch["sizes"])
+            sizes.put_many({k: np.asarray(s, dtype=np.int32) for k, s in zip(keys, batch["sizes"], strict=True)
                             if k not in sizes})
 
     from geoxai.data.digests import file_digests
 
     digests = file_digests(paths, progress=progress, store=store)
-    digest_of = dict(zip(paths, digests))
+    digest_of = dict(zip(paths, digests, strict=True))
     result = compute_for_images(
         descriptors, paths, compute, collate=collate_images, batch_size=batch_size,
         dataset=lambda todo: ImageDataset(todo, transform=functools.partial(resize_center_crop,
@@ -92,7 +92,7 @@ def embed_files(embedder: Any, paths: Sequence[str | Path], batch_size: int = 32
         num_workers=default_workers() if num_workers is None else num_workers, progress=progress, desc=desc,
         shard=shard, digests=digests, on_batch=remember_sizes, pin_memory=embedder.device.type == "cuda")
     reshaped = ReshapeReport(int(embedder.image_size))
-    for path, key in zip(paths, digests):
+    for path, key in zip(paths, digests, strict=True):
         if key in result.values and key in sizes:
             height, width = (int(v) for v in sizes.get(key))
             reshaped.add(path, height, width)

@@ -43,7 +43,7 @@ class ProbeResult:
 
     def format(self) -> str:
         shown = self.table.copy()
-        shown["95% CI"] = [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(shown["ci_low"], shown["ci_high"])]
+        shown["95% CI"] = [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(shown["ci_low"], shown["ci_high"], strict=True)]
         shown["top-1 same place"] = [
             "" if np.isnan(v) else f"{100 * v:.0f}%" for v in shown["top1_same_place"]]
         shown["cosine"] = shown["cosine"].map(lambda v: f"{v:.3f}")
@@ -121,7 +121,7 @@ def run_probe(spec: Mapping[str, Any] | Any, places: int = 50, seed: int = 0, si
         base[i], changed[:, i] = descriptors[0], descriptors[1:]
 
     rows = []
-    for change, descriptors in zip(changes, changed):
+    for change, descriptors in zip(changes, changed, strict=True):
         cosines = np.sum(descriptors * base, axis=1)
         nearest = np.argmax(descriptors @ base.T, axis=1)
         rows.append(_row(change, cosines, float(np.mean(nearest == np.arange(len(chosen)))), seed))

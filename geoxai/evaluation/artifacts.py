@@ -69,7 +69,7 @@ class DescriptorArtifact:
 
         found = embed_files(self.embedder, paths, batch_size=self.batch_size, progress=progress,
                             num_workers=self.num_workers, desc=desc, store=store, shard=shard)
-        values = {key: row for key, row, ok in zip(found.digests, found.array, found.readable) if ok}
+        values = {key: row for key, row, ok in zip(found.digests, found.array, found.readable, strict=True) if ok}
         self.last = found
         return ImageArtifacts(keys=found.digests, values=values, skipped=found.skipped, computed=found.computed)
 
@@ -126,7 +126,7 @@ class SegmentationArtifact:
         paths = [Path(p) for p in paths]
         keys = file_digests(paths, progress=progress, store=store)
         first: dict[str, Path] = {}
-        for path, key in zip(paths, keys):
+        for path, key in zip(paths, keys, strict=True):
             first.setdefault(key, path)
         rank, world = shard
         todo = namespace.missing(keys)[rank::world]
@@ -136,14 +136,14 @@ class SegmentationArtifact:
             for start in range(0, len(todo), self.batch_size):
                 batch = todo[start:start + self.batch_size]
                 maps = segmenter.segment_files([first[k] for k in batch])
-                done = {k: m for k, m in zip(batch, maps) if m is not None}
+                done = {k: m for k, m in zip(batch, maps, strict=True) if m is not None}
                 skipped.update({k: f"{first[k]}: unreadable image (the segmenter could not read it)"
-                                for k, m in zip(batch, maps) if m is None})
+                                for k, m in zip(batch, maps, strict=True) if m is None})
                 namespace.put_many(done)
                 computed += len(done)
                 bar.update(len(batch))
         values = {k: namespace.get(k) for k in dict.fromkeys(keys) if k not in skipped and k in namespace}
-        unreadable = [(path, skipped[key]) for path, key in zip(paths, keys) if key in skipped]
+        unreadable = [(path, skipped[key]) for path, key in zip(paths, keys, strict=True) if key in skipped]
         return ImageArtifacts(keys=keys, values=values, skipped=unreadable, computed=computed)
 
 

@@ -28,7 +28,7 @@ def reference_photos(manifest: pd.DataFrame, database: Database | None) -> dict[
     if known.empty:
         return {}
     positives = database.positives(known.to_numpy())
-    return {query_id: database.paths[p[0]] for query_id, p in zip(known.index, positives) if len(p)}
+    return {query_id: database.paths[p[0]] for query_id, p in zip(known.index, positives, strict=True) if len(p)}
 
 
 def shuffled_partners(manifest: pd.DataFrame, seed: int, radius: float) -> dict[str, str]:

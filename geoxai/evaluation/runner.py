@@ -156,7 +156,7 @@ def _open_database(folder: str | Path, radius: float, needs_labels: bool,
     utm = [name_utm(p) for p in paths]
     if any(u is None for u in utm):
         if needs_labels:
-            first = next(p for p, u in zip(paths, utm) if u is None)
+            first = next(p for p, u in zip(paths, utm, strict=True) if u is None)
             raise GeoxaiError(f"--database {folder}: {first.name} has no UTM coordinates in its name, and recall needs "
                               "them (25 m positives); name images @east@north@...@.jpg")
         return Database(paths, None, radius)
@@ -392,7 +392,7 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
             or make_provider(kind, **options)
         found = artifact_provider.compute([Path(p) for p in paths], store, progress=progress, desc=kind)
         artifacts[kind] = found.values
-        digests.update(zip((Path(p) for p in paths), found.keys))
+        digests.update(zip((Path(p) for p in paths), found.keys, strict=True))
         computed[kind] = found.computed
         for path, error in found.skipped:
             if Path(path) not in unreadable:
@@ -404,7 +404,7 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
         from geoxai.errors import UnreadableImageError
 
         ordered = sorted(images)
-        digests.update(zip(ordered, file_digests(ordered, progress=progress, store=store)))
+        digests.update(zip(ordered, file_digests(ordered, progress=progress, store=store), strict=True))
         for path in ordered:  # skipped with their pairs, as an artifact provider skips them for other plugins
             try:
                 load_rgb(path)
@@ -666,7 +666,7 @@ def _check_every_pair_scored(cls: type[Plugin], given: list[Pair], records: pd.D
     Every pair given needs a record (a value or a ``Skip`` with its reason); extra records, such as
     per-original rows with sample -1 or an analytic ``chance`` level, are the plugin's to add.
     """
-    scored = set(zip(records["query_id"].astype(str), records["sample"].astype(int), records["pairing"]))
+    scored = set(zip(records["query_id"].astype(str), records["sample"].astype(int), records["pairing"], strict=True))
     missing: dict[str, list[Pair]] = {}
     for pair in given:
         if (str(pair.query_id), int(pair.sample), pair.pairing) not in scored:

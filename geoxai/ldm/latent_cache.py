@@ -250,7 +250,7 @@ def _fill(partial: Path, key: str, parts: dict[str, Any], image_root: Path,
             before = done
             state["skipped"] += [[start + index, error] for index, error in batch["skipped"]]
             if batch["image"] is not None:
-                for index, (h, w) in zip(batch["index"].tolist(), batch["sizes"]):
+                for index, (h, w) in zip(batch["index"].tolist(), batch["sizes"], strict=True):
                     reshaped.add(paths[start + index], h, w)
                 images = batch["image"].to(device, non_blocking=True)
                 outputs = _encode(images, encode_moments, embed, flip, device)
@@ -345,7 +345,7 @@ class LatentCache:
         self.relative_paths: list[str] = index["path"].tolist()
         self.paths: list[str] = [str(image_root / p) for p in self.relative_paths]
         self.skipped: list[tuple[str, str]] = [(str(image_root / p), e)
-                                               for p, e in zip(skipped["path"], skipped["error"])]
+                                               for p, e in zip(skipped["path"], skipped["error"], strict=True)]
 
     @classmethod
     def open(cls, folder: str | Path, image_root: str | Path | None = None) -> LatentCache:

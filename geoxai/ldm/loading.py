@@ -73,10 +73,10 @@ def load_components(checkpoint: str | Path, map_location: str | torch.device = "
     if settings["optim"]["use_ema"] and "ema" in state:
         params = [*unet.parameters(), *conditioner.parameters()]
         shadow = state["ema"]["shadow_params"]
-        if len(shadow) != len(params) or any(s.shape != p.shape for s, p in zip(shadow, params)):
+        if len(shadow) != len(params) or any(s.shape != p.shape for s, p in zip(shadow, params, strict=True)):
             raise GeoxaiError(f"--checkpoint {path}: its EMA weights do not match its model; the file is damaged")
         with torch.no_grad():
-            for s, p in zip(shadow, params):
+            for s, p in zip(shadow, params, strict=True):
                 p.copy_(s)
     scale = float(weights["scale_factor"])
     if not math.isfinite(scale):

@@ -59,7 +59,7 @@ def write_reconstruction_run(autoencoder: Mapping[str, Any], queries: str | Path
                 mean = encode_moments(vae, batch).chunk(2, dim=1)[0]  # the posterior mode
                 decoded = decode(vae, mean).cpu()
                 run.save_images([(item, sample, seed, to_pil_image(image))
-                                 for (item, sample, seed), image in zip(kept, decoded)])
+                                 for (item, sample, seed), image in zip(kept, decoded, strict=True)])
             bar.update(len(chunk))
     run.finalize(items, 1)
     return run

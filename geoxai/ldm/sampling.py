@@ -194,7 +194,7 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
                             device=torch_device, progress=progress, desc="embedding queries")
         embedder.cpu()
         skipped = [(path, f"{path}: {reason}") for path, reason in listed.unreadable_folders] + found.skipped
-        descriptors = {item.query_id: torch.from_numpy(row) for item, row in zip(wanted, found.array)
+        descriptors = {item.query_id: torch.from_numpy(row) for item, row in zip(wanted, found.array, strict=True)
                        if not np.isnan(row).any()}
         _notify(skipped, without_utm, found.reshaped.notices("queries"))
         todo = [entry for entry in todo if entry[0].query_id in descriptors]
@@ -258,7 +258,7 @@ def _generate(run: Any, pipeline: Any, todo: list[tuple[Any, int, int]], descrip
             except NonFiniteGeneration as exc:
                 raise NonFiniteGeneration(f"{exc}; nothing was written for this batch (earlier batches are "
                                           "kept)") from None
-            run.save_images([(item, sample, s, image) for (item, sample, s), image in zip(chunk, images)])
+            run.save_images([(item, sample, s, image) for (item, sample, s), image in zip(chunk, images, strict=True)])
             bar.update(len(chunk))
 
 

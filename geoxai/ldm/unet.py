@@ -75,7 +75,7 @@ def diffusers_unet_kwargs(unet_config: Mapping[str, Any], context_dim: int,
     else:
         heads = [int(s["num_heads"])] * len(widths)
     attention = attention_levels(s)
-    for width, head, attn in zip(widths, heads, attention):
+    for width, head, attn in zip(widths, heads, attention, strict=True):
         if attn and width % head:
             raise GeoxaiError(f"unet: width {width} is not divisible into {head} attention heads; "
                               "change unet.num_heads or unet.num_head_channels")

@@ -170,9 +170,9 @@ class Evaluation:
     def _measured(self) -> list[tuple[str, str]]:
         """(plugin, metric) pairs of the summary, then of the records, in order of appearance (computed once:
         records can hold millions of rows)."""
-        pairs = zip(self.summary["plugin"], self.summary["metric"])
+        pairs = zip(self.summary["plugin"], self.summary["metric"], strict=True)
         records = self.records[["plugin", "metric"]].drop_duplicates()
-        return list(dict.fromkeys([*pairs, *zip(records["plugin"], records["metric"])]))
+        return list(dict.fromkeys([*pairs, *zip(records["plugin"], records["metric"], strict=True)]))
 
     @property
     def plugins(self) -> list[str]:

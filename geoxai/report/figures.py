@@ -79,9 +79,9 @@ def plugin_metrics_figure(evaluations: Sequence[Evaluation], plugin: str, folder
         fig = Figure(figsize=(width * ncols, 3.2 * nrows + 0.6), dpi=DPI, layout="constrained")
         axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
         offsets = np.linspace(-0.25, 0.25, len(pairings)) if len(pairings) > 1 else np.zeros(1)
-        for ax, metric in zip(axes, metrics):
+        for ax, metric in zip(axes, metrics, strict=False):
             rows = data[data["metric"] == metric]
-            for offset, pairing in zip(offsets, pairings):
+            for offset, pairing in zip(offsets, pairings, strict=True):
                 sub = rows[rows["pairing"] == pairing].set_index("evaluation").reindex(labels)
                 x = np.arange(len(labels)) + offset
                 low = (sub["mean"] - sub["ci_low"]).clip(lower=0).fillna(0).to_numpy()
@@ -154,7 +154,7 @@ def lighting_scatter_figure(evaluations: Sequence[Evaluation], folder: Path, plu
     with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
         fig = Figure(figsize=(4.6 * len(labels), 4.4), dpi=DPI, layout="constrained")
         axes = np.atleast_1d(fig.subplots(1, len(labels), squeeze=False, sharey=True)).ravel()
-        for ax, label in zip(axes, labels):
+        for ax, label in zip(axes, labels, strict=True):
             sub = data[data["evaluation"] == label].copy()
             rhos = {}
             for pairing in pairings:
@@ -192,7 +192,7 @@ def recall_curve_figure(evaluations: Sequence[Evaluation], folder: Path,
     if data["N"].nunique() < 2:
         return None
     labels = [e.label for e in evaluations if (data["evaluation"] == e.label).any()]
-    colors = dict(zip(labels, sns.color_palette("deep" if len(labels) <= 10 else "husl", len(labels))))
+    colors = dict(zip(labels, sns.color_palette("deep" if len(labels) <= 10 else "husl", len(labels)), strict=True))
     with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
         fig = Figure(figsize=(6.4, 4.2), dpi=DPI, layout="constrained")
         ax = fig.subplots()

@@ -90,14 +90,14 @@ def original_vs_generations_grid(originals: Sequence[ImageLike] | torch.Tensor,
         raise ValueError(f"{len(captions)} lists of captions for {len(originals)} rows")
     size = _size(originals[0])
     tiles = []
-    for row, (original, generations) in enumerate(zip(originals, generations_per_original)):
+    for row, (original, generations) in enumerate(zip(originals, generations_per_original, strict=True)):
         tile = _as_tensor(original, size)
         tiles.append(_label(tile, str(labels[row])) if labels is not None and size[0] >= 32 else tile)
         shown = [_as_tensor(g, size) for g in list(generations)[:ncols]]
         if captions is not None and size[0] >= 32:
             row_captions = list(captions[row])[:len(shown)]
             shown = [_label(t, str(c), bottom=True) if c else t
-                     for t, c in zip(shown, row_captions + [""] * (len(shown) - len(row_captions)))]
+                     for t, c in zip(shown, row_captions + [""] * (len(shown) - len(row_captions)), strict=False)]
         tiles.extend(shown + [torch.ones(3, *size)] * (ncols - len(shown)))
     grid = make_grid(torch.stack(tiles), nrow=ncols + 1, padding=padding, pad_value=1.0)
     return to_pil_image(grid.mul(255).round().to(torch.uint8))
@@ -114,7 +114,7 @@ def headline_metrics(evaluation: Evaluation, limit: int = 2) -> list[tuple[str, 
     """(plugin, metric) pairs to write on tiles: the preferred ones when measured, else the first per-image one."""
     records = evaluation.records
     per_image = records[(records["pairing"] == "generated") & (records["sample"] >= 0) & records["value"].notna()]
-    available = set(zip(per_image["plugin"], per_image["metric"]))
+    available = set(zip(per_image["plugin"], per_image["metric"], strict=True))
     chosen = [pm for pm in HEADLINE_METRICS if pm in available][:limit]
     if not chosen:
         ordered = [(p, m) for p in evaluation.plugins for m in evaluation.metrics(p) if (p, m) in available]

@@ -82,7 +82,7 @@ def _safe(name: str) -> str:
 def _unique_labels(evaluations: list[Evaluation]) -> None:
     """Labels name rows and files, so two evaluations must not share one (e.g. two folders named ``eval``)."""
     labels = [e.label for e in evaluations]
-    for evaluation, label in zip(evaluations, labels):
+    for evaluation, label in zip(evaluations, labels, strict=True):
         parent = evaluation.folder.resolve().parent.name
         if labels.count(label) > 1 and parent:
             evaluation.label = f"{parent}/{label}"

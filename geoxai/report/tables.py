@@ -123,7 +123,7 @@ class Table:
         lines += [f"**{self.title}**", "",
                   "| " + " | ".join([""] + [cell(h) for h in headers]) + " |",
                   "|" + "|".join([":---"] + ["---:"] * len(headers)) + "|"]
-        for label, row in zip(index, frame.itertuples(index=False)):
+        for label, row in zip(index, frame.itertuples(index=False), strict=True):
             lines.append("| " + " | ".join([cell(label)] + [cell(v) for v in row]) + " |")
         lines += ["", f"_{self.caption}_"]
         lines += [f"- {note}" for note in self.notes]

@@ -76,7 +76,7 @@ class Segmenter:
         for indices in by_size.values():
             with torch.no_grad():
                 maps = self.segment(torch.stack([images[i] for i in indices]))
-            for i, labels in zip(indices, maps):
+            for i, labels in zip(indices, maps, strict=True):
                 out[i] = labels.cpu().numpy().astype(np.uint8)
         return out
 

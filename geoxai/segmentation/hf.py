@@ -260,7 +260,7 @@ class HFSegmenter(torch.nn.Module, Segmenter):
             for start in range(0, len(boxes), self.batch_size):
                 chunk = boxes[start:start + self.batch_size]
                 crops = torch.stack([image[:, y:y + window_h, x:x + window_w] for y, x in chunk])
-                for (y, x), scores in zip(chunk, self._predict(crops, (window_h, window_w), votes=True)):
+                for (y, x), scores in zip(chunk, self._predict(crops, (window_h, window_w), votes=True), strict=True):
                     total[:, y:y + window_h, x:x + window_w] += scores
             labels.append(total.argmax(0))
         return torch.stack(labels)

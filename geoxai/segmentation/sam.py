@@ -231,7 +231,7 @@ class SAMSegmenter(torch.nn.Module, Segmenter):
         """Label maps [B, H, W] sharpened by SAM masks (the base's maps when none are given)."""
         semantic = self._maps(images, semantic_maps)
         masks = self.masks(images) if masks is None else masks
-        refined = [refine_with_masks(labels, image_masks) for labels, image_masks in zip(semantic, masks)]
+        refined = [refine_with_masks(labels, image_masks) for labels, image_masks in zip(semantic, masks, strict=True)]
         return torch.from_numpy(np.stack(refined)).long().to(images.device)
 
     def instances(self, images: torch.Tensor, class_id: int, semantic_maps: torch.Tensor | None = None,
@@ -246,7 +246,7 @@ class SAMSegmenter(torch.nn.Module, Segmenter):
             semantic_maps = self.refine(images, masks=masks)
         semantic = self._maps(images, semantic_maps)
         found = [instances_from_masks(labels, int(class_id), image_masks, self.min_overlap)
-                 for labels, image_masks in zip(semantic, masks)]
+                 for labels, image_masks in zip(semantic, masks, strict=True)]
         return torch.from_numpy(np.stack(found)).long().to(images.device)
 
     def segment(self, images: torch.Tensor) -> torch.Tensor:

@@ -68,7 +68,7 @@ class UNet(nn.Module):
         for level, block in enumerate(self.down):
             x = block(F.max_pool2d(x, 2) if level else x)
             skips.append(x)
-        for upsample, block, skip in zip(self.upsample, self.up, reversed(skips[:-1])):
+        for upsample, block, skip in zip(self.upsample, self.up, reversed(skips[:-1]), strict=True):
             x = block(torch.cat([upsample(x), skip], dim=1))
         return self.head(x)
 

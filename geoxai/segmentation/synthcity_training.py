@@ -303,7 +303,7 @@ def evaluate(segmenter: Any, pairs: Sequence[tuple[Path, Path]], chunk: int = 64
     for start in range(0, len(pairs), chunk):
         part = pairs[start:start + chunk]
         maps = segmenter.segment_files([image for image, _ in part])
-        for (_, label_path), predicted in zip(part, maps):
+        for (_, label_path), predicted in zip(part, maps, strict=True):
             try:
                 target = read_label_map(label_path)
             except UnreadableImageError:

@@ -47,7 +47,7 @@ def draw_view(content: dict[str, Any], factors: dict[str, Any], size: int, textu
             canvas.paint(stamp, label, np.asarray(colour, np.float32) * shade)
         else:
             canvas.paint(stamp, label, colour)
-    for sign, look in zip(content["signs"], factors["signs"]):
+    for sign, look in zip(content["signs"], factors["signs"], strict=True):
         _draw_sign(canvas, view, sign, look)
 
     clip_row = view.index(view.py(base - min((b["ground_floor"] for b in content["buildings"]), default=21.0)))
@@ -261,7 +261,7 @@ def _window_boxes(view: View, content: dict[str, Any], grids: list[dict[str, Any
     """
     boxes, owners = [], []
     base = content["base_y"]
-    for index, (building, grid) in enumerate(zip(content["buildings"], grids)):
+    for index, (building, grid) in enumerate(zip(content["buildings"], grids, strict=True)):
         rows, cols = grid["rows"], grid["cols"]
         if rows <= 0 or cols <= 0:
             continue

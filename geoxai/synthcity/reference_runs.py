@@ -140,7 +140,7 @@ def _derangement(places: list[int], seed: int, sample: int) -> dict[int, int]:
     for i in range(len(order) - 1, 0, -1):
         j = min(int(i * rng.random()), i - 1)
         order[i], order[j] = order[j], order[i]
-    return dict(zip(places, order))
+    return dict(zip(places, order, strict=True))
 
 
 class _Plan:

@@ -241,13 +241,13 @@ def _override_content(content: dict[str, Any], overrides: dict[str, Any]
             if not isinstance(colour, (list, tuple)) or len(colour) != 3 or not all(
                     isinstance(c, numbers.Real) and 0.0 <= c <= 1.0 for c in colour):
                 raise GeoxaiError(f"override facade_colors=: {colour!r} is not an RGB triple in [0, 1]")
-        buildings = [{**b, "color": [float(c) for c in colour]} for b, colour in zip(buildings, colours)]
+        buildings = [{**b, "color": [float(c) for c in colour]} for b, colour in zip(buildings, colours, strict=True)]
         content = {**content, "buildings": buildings}
     grids = [b["windows"] for b in buildings]
     windows = overrides.get("windows")
     if windows is not None:
         _check_list_override("windows", windows, buildings)
-        grids = [{**grid, **_checked_grid(new, b)} for grid, new, b in zip(grids, windows, buildings)]
+        grids = [{**grid, **_checked_grid(new, b)} for grid, new, b in zip(grids, windows, buildings, strict=True)]
     return content, grids
 
 

@@ -29,7 +29,7 @@ class Rng:
         if p is None:
             return options[self.integers(len(options))]
         x, total = self._random.random(), 0.0
-        for option, weight in zip(options, p):
+        for option, weight in zip(options, p, strict=True):
             total += weight
             if x < total:
                 return option
