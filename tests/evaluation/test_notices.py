@@ -19,7 +19,7 @@ from geoxai.errors import GeoxaiError
 from geoxai.evaluation.context import EvaluationContext, merge_notices
 from geoxai.evaluation.plugin import Metric, Plugin
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/, where tiny_models.py lives
 LAYOUT = {"name": f"{TESTS / 'tiny_models.py'}:LayoutEmbedder", "image_size": 48}
 
 pytestmark = pytest.mark.usefixtures("one_thread")

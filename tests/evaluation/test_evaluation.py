@@ -18,7 +18,7 @@ from geoxai.errors import GeoxaiError
 from geoxai.evaluation.runner import evaluate
 from geoxai.store import ArtifactStore
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/, where tiny_models.py lives
 LAYOUT = {"name": f"{TESTS / 'tiny_models.py'}:LayoutEmbedder", "image_size": 48}
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -244,7 +244,7 @@ def test_the_shipped_config_resolves_and_trains_on_training_places_only():
     from geoxai.protocols import check_training_folders
     from geoxai.segmentation.synthcity_training import training_config
 
-    config = training_config(load_config(Path(__file__).parents[1] / "configs" / "segmenter" / "synthcity.yaml"))
+    config = training_config(load_config(Path(__file__).parents[2] / "configs" / "segmenter" / "synthcity.yaml"))
     assert config["protocol"] == "unseen-places" and config["output_dir"] == "runs/segmenter/synthcity"
     check_training_folders(config["data"]["train_dirs"], config["protocol"])
     assert "/val/" in config["data"]["val_dir"] and config["data"]["test_dir"].endswith("/queries")

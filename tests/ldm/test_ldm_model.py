@@ -281,7 +281,7 @@ def test_shipped_ldm_configs_validate_and_map(name):
     from geoxai.config import load_config
     from geoxai.ldm.training import resolve_config
 
-    config = resolve_config(load_config(Path(__file__).parents[1] / "configs" / "ldm" / f"{name}.yaml"))
+    config = resolve_config(load_config(Path(__file__).parents[2] / "configs" / "ldm" / f"{name}.yaml"))
     kwargs = diffusers_unet_kwargs(config["unet"], config["embedder"]["dim"])
     assert kwargs["sample_size"] * 8 == config["data"]["image_size"]  # kl-f8 latents
     if name.startswith("pitts30k"):
@@ -296,9 +296,9 @@ def test_shipped_autoencoder_config_validates():
     from geoxai.config import load_config
     from geoxai.ldm.autoencoder_training import build_autoencoder, resolve_config
 
-    config = resolve_config(load_config(Path(__file__).parents[1] / "configs" / "autoencoder" / "synthcity.yaml"))
+    config = resolve_config(load_config(Path(__file__).parents[2] / "configs" / "autoencoder" / "synthcity.yaml"))
     vae = build_autoencoder(config["model"])
-    ldm = load_config(Path(__file__).parents[1] / "configs" / "ldm" / "synthcity.yaml")
+    ldm = load_config(Path(__file__).parents[2] / "configs" / "ldm" / "synthcity.yaml")
     assert 2 ** (len(vae.config.block_out_channels) - 1) == 8
     assert vae.config.latent_channels == ldm["unet"]["in_channels"]  # the two SynthCity configs agree
 

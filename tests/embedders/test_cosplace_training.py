@@ -15,7 +15,7 @@ from geoxai.embedders.cosface import CosFaceHead
 from geoxai.embedders.cosgroups import build_groups, class_and_group_ids
 from geoxai.errors import GeoxaiError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Robust to where SynthCity puts places inside cells: 30 m cells hold one place each (places are 30 m
 # apart), one heading bin, one group of all classes.
 TINY_GROUPS = {"M": 30, "alpha": 360, "N": 1, "L": 1, "min_images_per_class": 4}

@@ -75,7 +75,7 @@ def test_the_documented_region_plugin_runs_as_written(tmp_path):
     from geoxai.synthcity.reference_runs import write_reference_run
     from geoxai.synthcity.world import write_world
 
-    page = (Path(__file__).parents[1] / "docs" / "writing-a-plugin.md").read_text()
+    page = (Path(__file__).parents[2] / "docs" / "writing-a-plugin.md").read_text()
     section = page.split("## Segmentation plugins", 1)[1]
     (tmp_path / "vegetation.py").write_text(section.split("```python\n", 1)[1].split("```", 1)[0])
     write_world(tmp_path / "world", places=12, visits=3, size=32, progress=False)
