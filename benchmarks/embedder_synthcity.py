@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from geoxai.config import apply_overrides, load_config
+from geoxai.data.conventions import POSITIVE_RADIUS_M
 
 REPO = Path(__file__).resolve().parents[1]
 PROBE_FACTORS = ("sky", "lighting", "vehicles")
@@ -60,7 +61,7 @@ def main() -> None:
     config = apply_overrides(config, [
         f"output_dir={out}", f"data.train_dir={args.world / 'train'}", "eval.dataset_dir=null",
         f"data.image_size={world_params['size']}", f"trainer.max_time={args.minutes}", *args.overrides])
-    eval_section = {"dataset_dir": str(args.world), "batch_size": 32, "radius": 25.0}
+    eval_section = {"dataset_dir": str(args.world), "batch_size": 32, "radius": POSITIVE_RADIUS_M}
 
     started = time.perf_counter()
     weights = train(config)

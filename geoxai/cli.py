@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from geoxai import __version__
+from geoxai.data.conventions import POSITIVE_RADIUS_M
 from geoxai.errors import GeoxaiError
 
 
@@ -146,7 +147,7 @@ def data_synthcity_run(world: Path, kind: str, samples: int, out: Path, seed: in
 
 @data.command("info")
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--radius", default=25.0, show_default=True, type=RADIUS, help="Positive radius in metres.")
+@click.option("--radius", default=POSITIVE_RADIUS_M, show_default=True, type=RADIUS, help="Positive radius in metres.")
 @click.option("--no-labels", is_flag=True,
               help="Do not read UTM coordinates from file names (folders without VPR names).")
 @click.option("--no-decode", is_flag=True,
@@ -243,7 +244,7 @@ def batch_size_option(default: int, what: str):
               help="Folder for recalls.csv, predictions.csv and the descriptors. [default: print only]")
 @batch_size_option(32, "Images")
 @device_option
-@click.option("--radius", default=25.0, show_default=True, type=RADIUS, help="Positive radius in metres.")
+@click.option("--radius", default=POSITIVE_RADIUS_M, show_default=True, type=RADIUS, help="Positive radius in metres.")
 @click.option("--no-labels", is_flag=True,
               help="File names carry no UTM coordinates: find nearest neighbours only (predictions.csv, no recall).")
 def retrieve(dataset: Path, embedder: str, embedder_config: Path | None, backbone: str | None,
@@ -339,7 +340,7 @@ def sample(checkpoint: Path, queries: Path, samples: int, sampler: str, steps: i
 @click.option("--num-nodes", default=1, show_default=True, type=COUNT,
               help="Nodes, each running this command under a cluster launcher (SLURM, torchrun).")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the shuffled pairing and of the bootstrap.")
-@click.option("--radius", default=25.0, show_default=True, type=RADIUS, help="Same-place radius in metres.")
+@click.option("--radius", default=POSITIVE_RADIUS_M, show_default=True, type=RADIUS, help="Same-place radius in metres.")
 @click.option("--label", default=None, help="Name of this evaluation in reports. [default: the --out folder's name]")
 @click.option("--segmenter", default=None,
               help="Segmenter for plugins that read label maps (see `geoxai segmenters`): groundtruth, synthcity, "

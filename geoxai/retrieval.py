@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from geoxai.data.conventions import POSITIVE_RADIUS_M
 from geoxai.errors import GeoxaiError
 
 RECALL_NS = (1, 5, 10, 20)
@@ -106,7 +107,7 @@ class RetrievalResult:
     skipped_queries: int = 0
     skipped_database: int = 0
     num_database: int = 0
-    radius: float = 25.0
+    radius: float = POSITIVE_RADIUS_M
     reused_descriptors: bool = False
     out: Path | None = None
     labels: bool = True
@@ -219,7 +220,7 @@ def check_trained(embedder: Any, spec: Mapping[str, Any]) -> None:
 
 
 def evaluate_retrieval(dataset: str | Path, spec: Mapping[str, Any], out: str | Path | None = None,
-                       batch_size: int = 32, device: str = "auto", radius: float = 25.0,
+                       batch_size: int = 32, device: str = "auto", radius: float = POSITIVE_RADIUS_M,
                        progress: bool = True, ns: Sequence[int] = RECALL_NS,
                        num_workers: int | None = None, labels: bool = True, store: Any = None) -> RetrievalResult:
     """Recall@N of the embedder described by ``spec`` on the VPR test folder ``dataset``.

@@ -29,6 +29,7 @@ import yaml
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from geoxai.data.conventions import POSITIVE_RADIUS_M
 from geoxai.errors import GeoxaiError, OutputError, UnreadableImageError
 from geoxai.files import atomic_save_image, atomic_write_text
 
@@ -232,7 +233,7 @@ class GenerationRun:
         run._rows = {key: row for key, row in run._rows.items() if key not in set(absent)}
         return run
 
-    def pairs(self, pairing: str, seed: int = 0, database: Any = None, radius: float = 25.0) -> list:
+    def pairs(self, pairing: str, seed: int = 0, database: Any = None, radius: float = POSITIVE_RADIUS_M) -> list:
         """The pairs of ``pairing`` (``generated``, ``shuffled``, ``reference``) that plugins score.
 
         ``database`` (a ``geoxai.evaluation.context.Database``) is needed for ``reference``: the

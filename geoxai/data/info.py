@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geoxai.data.conventions import POSITIVE_RADIUS_M
 from geoxai.data.vpr import (
     _map_files, _name_fields, _utm, check_images, images_list_file, list_images, radius_positives,
 )
@@ -165,7 +166,7 @@ def _folder_info(name: str, folder: Path, labels: bool, decode: bool,
     return info, utm
 
 
-def dataset_info(folder: str | Path, radius: float = 25.0, labels: bool = True, decode: bool = True,
+def dataset_info(folder: str | Path, radius: float = POSITIVE_RADIUS_M, labels: bool = True, decode: bool = True,
                  progress: bool = False) -> DatasetInfo:
     """Summarise a dataset folder: images per folder, sizes, UTM extent, positives, unreadable files.
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from geoxai.data.conventions import POSITIVE_RADIUS_M
 from geoxai.data.images import IMAGE_SUFFIXES, load_rgb
 from geoxai.errors import GeoxaiError, UnreadableImageError, setting
 
@@ -277,7 +278,7 @@ def radius_positives(database_utm: np.ndarray, queries_utm: np.ndarray, radius: 
 class VPRTestSet:
     """A VPR test folder: ``database/`` and ``queries/`` with UTM-coded names (unless ``labels=False``)."""
 
-    def __init__(self, folder: str | Path, labels: bool = True, radius: float = 25.0) -> None:
+    def __init__(self, folder: str | Path, labels: bool = True, radius: float = POSITIVE_RADIUS_M) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise GeoxaiError(f"{self.folder}: test-set folder does not exist; "

@@ -37,6 +37,7 @@ from geoxai.config import (
     merge,
     save_config,
 )
+from geoxai.data.conventions import POSITIVE_RADIUS_M
 from geoxai.data.images import resize_center_crop
 from geoxai.embedders.base import IMAGENET_MEAN, IMAGENET_STD
 from geoxai.embedders.cosface import CosFaceHead
@@ -76,7 +77,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "checkpoint_every_n_steps": 200,
     "trainer": dict(TRAINER_DEFAULTS),
-    "eval": {"dataset_dir": None, "batch_size": 32, "radius": 25.0},
+    "eval": {"dataset_dir": None, "batch_size": 32, "radius": POSITIVE_RADIUS_M},
 }
 # Every numeric key of an embedder config, checked before any work starts.
 RULES: dict[str, Number] = {
