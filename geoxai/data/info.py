@@ -20,7 +20,7 @@ from geoxai.data.vpr import (
 from geoxai.data.digests import Duplicates, find_duplicates
 from geoxai.data.images import image_size
 from geoxai.synthcity.world import check_world_complete
-from geoxai.errors import GeoxaiError, UnreadableImageError
+from geoxai.errors import GeoxaiError, UnreadableImageError, setting
 
 PARTS = ("train", "database", "queries")
 _MAX_SIZES_SHOWN = 5
@@ -179,7 +179,7 @@ def dataset_info(folder: str | Path, radius: float = POSITIVE_RADIUS_M, labels: 
         raise GeoxaiError(f"{folder}: {what}; give a VPR dataset folder (database/ + queries/, "
                           "train/, or a folder of images)")
     if not radius >= 0:
-        raise GeoxaiError(f"--radius must be a distance in metres >= 0 (got {radius})")
+        raise GeoxaiError(f"{setting('radius')} must be a distance in metres >= 0 (got {radius})")
     check_world_complete(folder)  # a half-written SynthCity world: one line naming the command that completes it
     names = [name for name in PARTS if (folder / name).is_dir()]
     targets = [(name, folder / name) for name in names] or [(folder.name or str(folder), folder)]

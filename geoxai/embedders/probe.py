@@ -95,7 +95,7 @@ def run_probe(spec: Mapping[str, Any] | Any, places: int = 50, seed: int = 0, si
     if out is not None:
         from geoxai.files import writable_folder
 
-        writable_folder(out, "--out")  # before the work, not after it
+        writable_folder(out, setting("out"))  # before the work, not after it
 
     if isinstance(spec, Embedder):
         embedder = spec

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, setting
 
 SIDECAR = "embedder.yaml"
 SHIPPED_SPEC = "configs/embedder/specs/cosplace-resnet50-512-hub.yaml"  # the thesis' model, released weights
@@ -36,14 +36,14 @@ def read_spec(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     if not path.is_file():
-        raise GeoxaiError(f"--embedder-config {path}: no such file; give the {SIDECAR} written beside trained "
-                          f"weights (e.g. runs/embedder/synthcity-resnet18/{SIDECAR}) or a spec such as "
+        raise GeoxaiError(f"{setting('embedder_config')} {path}: no such file; give the {SIDECAR} written beside "
+                          f"trained weights (e.g. runs/embedder/synthcity-resnet18/{SIDECAR}) or a spec such as "
                           f"{SHIPPED_SPEC}")
     spec = load_config(path)
     if "stage" in spec:
-        raise GeoxaiError(f"--embedder-config {path}: this is a training config (stage: {spec['stage']}), not an "
-                          f"embedder spec; after training, give the {SIDECAR} in its output_dir, or a spec such as "
-                          f"{SHIPPED_SPEC}")
+        raise GeoxaiError(f"{setting('embedder_config')} {path}: this is a training config (stage: {spec['stage']}), "
+                          f"not an embedder spec; after training, give the {SIDECAR} in its output_dir, or a spec "
+                          f"such as {SHIPPED_SPEC}")
     weights = spec.get("weights")
     if weights not in (None, "hub", "random") and not Path(str(weights)).is_absolute():
         spec["weights"] = str(path.parent / str(weights))

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from geoxai.config import read_yaml
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, setting
 from geoxai.ldm.components import LDMComponents
 from geoxai.ldm.module import build_conditioner, model_settings, noise_scheduler_config
 from geoxai.ldm.unet import build_unet
@@ -47,12 +47,12 @@ def load_components(checkpoint: str | Path, map_location: str | torch.device = "
     if path.is_dir():
         return load_exported(path, map_location)
     if not path.is_file():
-        raise GeoxaiError(f"--checkpoint {path}: no such file or folder; give a .ckpt from "
+        raise GeoxaiError(f"{setting('checkpoint')} {path}: no such file or folder; give a .ckpt from "
                           "<output_dir>/checkpoints/ or a folder written by export")
-    state = read_checkpoint(path, map_location)
+    state = read_checkpoint(path, map_location, setting("checkpoint"))
     hparams = state.get("hyper_parameters") or {}
     if "config" not in hparams or "context_dim" not in hparams:
-        raise GeoxaiError(f"--checkpoint {path}: not a geoxai latent diffusion checkpoint (no config in "
+        raise GeoxaiError(f"{setting('checkpoint')} {path}: not a geoxai latent diffusion checkpoint (no config in "
                           "hyper_parameters); was it written by another training stage?")
     config, context_dim = hparams["config"], int(hparams["context_dim"])
     try:
@@ -61,12 +61,12 @@ def load_components(checkpoint: str | Path, map_location: str | torch.device = "
         unet = conditioner.prepare_unet(build_unet(settings["unet"], conditioner.context_dim,
                                                    conditioner.class_embed_dim))
     except GeoxaiError as exc:
-        raise GeoxaiError(f"--checkpoint {path}: its stored config is not valid here ({exc})") from None
+        raise GeoxaiError(f"{setting('checkpoint')} {path}: its stored config is not valid here ({exc})") from None
     weights = state["state_dict"]
     modules = {"unet": unet, "conditioner": conditioner}
     expected = {f"{prefix}.{k}": v for prefix, module in modules.items() for k, v in module.state_dict().items()}
     expected["scale_factor"] = torch.zeros(())
-    check_state_dict(expected, weights, f"--checkpoint {path}",
+    check_state_dict(expected, weights, f"{setting('checkpoint')} {path}",
                      "use the config the checkpoint was trained with")
     for prefix, module in modules.items():
         module.load_state_dict({k[len(prefix) + 1:]: v for k, v in weights.items() if k.startswith(prefix + ".")})
@@ -74,13 +74,14 @@ def load_components(checkpoint: str | Path, map_location: str | torch.device = "
         params = [*unet.parameters(), *conditioner.parameters()]
         shadow = state["ema"]["shadow_params"]
         if len(shadow) != len(params) or any(s.shape != p.shape for s, p in zip(shadow, params, strict=True)):
-            raise GeoxaiError(f"--checkpoint {path}: its EMA weights do not match its model; the file is damaged")
+            raise GeoxaiError(f"{setting('checkpoint')} {path}: its EMA weights do not match its model; "
+                              "the file is damaged")
         with torch.no_grad():
             for s, p in zip(shadow, params, strict=True):
                 p.copy_(s)
     scale = float(weights["scale_factor"])
     if not math.isfinite(scale):
-        raise GeoxaiError(f"--checkpoint {path}: scale factor not set yet (saved before the first step)")
+        raise GeoxaiError(f"{setting('checkpoint')} {path}: scale factor not set yet (saved before the first step)")
     return LDMComponents(unet=unet.to(map_location).eval(), conditioner=conditioner.to(map_location).eval(),
                          scale_factor=scale,
                          config=copy.deepcopy(dict(config)), noise_scheduler_config=noise_scheduler_config(config),
@@ -123,15 +124,15 @@ def load_exported(folder: str | Path, map_location: str | torch.device = "cpu") 
     folder = Path(folder)
     manifest_path = folder / EXPORT_MANIFEST
     if not manifest_path.is_file():
-        raise GeoxaiError(f"--checkpoint {folder}: a folder without {EXPORT_MANIFEST}; give a .ckpt or a folder "
-                          "written by geoxai.ldm.export.export_pipeline")
+        raise GeoxaiError(f"{setting('checkpoint')} {folder}: a folder without {EXPORT_MANIFEST}; give a .ckpt or a "
+                          "folder written by geoxai.ldm.export.export_pipeline")
     manifest = read_yaml(manifest_path, "export manifest")
     if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
         raise GeoxaiError(f"{manifest_path}: unknown export format (expected format: {EXPORT_FORMAT})")
     from geoxai.weights import library_load
 
     try:
-        with library_load(folder / "unet", "--checkpoint", "export the model again (geoxai.ldm.export)"):
+        with library_load(folder / "unet", setting("checkpoint"), "export the model again (geoxai.ldm.export)"):
             unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True)
         conditioner = DescriptorConditioner(**json.loads((folder / "conditioner" / "config.json").read_text()))
         conditioner.load_state_dict(load_file(str(folder / "conditioner" / "model.safetensors")))
@@ -141,8 +142,8 @@ def load_exported(folder: str | Path, map_location: str | torch.device = "cpu") 
         damaged = damaged_safetensors(folder)
         where = f"{damaged[0]} is damaged ({damaged[1]})" if damaged else \
             f"damaged export ({text[0] if text else type(exc).__name__})"
-        raise GeoxaiError(f"--checkpoint {folder}: {where}; export it again (or reinstall geoxai for a shipped "
-                          "model)") from None
+        raise GeoxaiError(f"{setting('checkpoint')} {folder}: {where}; export it again (or reinstall geoxai for a "
+                          "shipped model)") from None
     config = dict(manifest["training_config"])
     config["autoencoder"] = {**dict(config.get("autoencoder") or {}), "path": str((folder / "vae").resolve()),
                              "config": None}

@@ -68,13 +68,13 @@ def _check_options(checkpoint: Path, samples: int, steps: int, batch_size: int, 
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
         raise GeoxaiError(f"{setting('seed')} {seed!r}: must be a whole number from 0 to {MAX_SEED}")
     if not checkpoint.exists():
-        raise GeoxaiError(f"--checkpoint {checkpoint}: not found; give a .ckpt from `geoxai train` "
+        raise GeoxaiError(f"{setting('checkpoint')} {checkpoint}: not found; give a .ckpt from `geoxai train` "
                           "(stage: ldm) or an exported pipeline folder")
 
 
 def _section(config: dict[str, Any], key: str, checkpoint: Path) -> Any:
     if config.get(key) is None:
-        raise GeoxaiError(f"--checkpoint {checkpoint}: its training config has no `{key}:` section; "
+        raise GeoxaiError(f"{setting('checkpoint')} {checkpoint}: its training config has no `{key}:` section; "
                           "not a geoxai LDM checkpoint (train one with `geoxai train`, stage: ldm)")
     return config[key]
 
@@ -93,7 +93,7 @@ def frozen_models(components: Any, checkpoint: Path) -> tuple[Any, Any]:
     config = components.config
     embedder_spec = _section(config, "embedder", checkpoint)
     autoencoder_spec = _section(config, "autoencoder", checkpoint)
-    source = f"--checkpoint {checkpoint} (its training config)"
+    source = f"{setting('checkpoint')} {checkpoint} (its training config)"
     weights = embedder_spec.get("weights")
     if weights not in (None, "hub", "random") and not Path(str(weights)).is_file():
         raise GeoxaiError(f"{source}: embedder.weights {weights} no longer exists; put the file back there (its "
@@ -103,14 +103,14 @@ def frozen_models(components: Any, checkpoint: Path) -> tuple[Any, Any]:
     if embedder.dim != components.context_dim:
         named = ", ".join(f"{k} {v}" for k, v in embedder_spec.items() if k != "device")
         raise GeoxaiError(
-            f"--checkpoint {checkpoint}: its embedder ({named}) gives {embedder.dim}-d descriptors "
+            f"{setting('checkpoint')} {checkpoint}: its embedder ({named}) gives {embedder.dim}-d descriptors "
             f"but the model is conditioned on {components.context_dim}-d descriptors; use the "
             "checkpoint together with the embedder it was trained with"
         )
     with settings_from("autoencoder", source):
         vae = load_autoencoder(autoencoder_spec)
     check_identities(components.identities, {"embedder": embedder.identity(), "autoencoder": autoencoder_identity(vae)},
-                     f"--checkpoint {checkpoint}")
+                     f"{setting('checkpoint')} {checkpoint}")
     return embedder, vae
 
 
@@ -141,9 +141,9 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
     if guidance is not None:
         check_guidance(guidance, setting("guidance"))
     if out.exists() and not out.is_dir():
-        raise GeoxaiError(f"--out {out}: is a file; give a folder for the GenerationRun")
+        raise GeoxaiError(f"{setting('out')} {out}: is a file; give a folder for the GenerationRun")
     if not (out / RUN_FILE).is_file():
-        writable_folder(out, "--out", create=False)  # a new run: prove it can be written before any work
+        writable_folder(out, setting("out"), create=False)  # a new run: prove it can be written before any work
     torch_device = resolve_device(device)
     listed = list_images(queries, warn=False)  # unreadable folders are said with unreadable queries
     items = plan_queries(listed, queries)[:limit]
@@ -152,7 +152,7 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
     components = load_components(checkpoint, map_location="cpu")
     if guidance is None:  # the model's own choice (shipped models carry one), else the plain model
         guidance = components.guidance if components.guidance is not None else 1.0
-        check_guidance(guidance, f"--checkpoint {checkpoint}: its guidance")
+        check_guidance(guidance, f"{setting('checkpoint')} {checkpoint}: its guidance")
     _check_schedule(components.noise_scheduler_config, checkpoint)
     config = components.config
     image_size = int(_section(config, "data", checkpoint)["image_size"])
@@ -187,7 +187,7 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
         fabric.barrier()
     skipped: list[tuple[Path, str]] = []
     if todo:
-        writable_folder(out, "--out")
+        writable_folder(out, setting("out"))
         position = {item.query_id: i for i, item in enumerate(items)}
         wanted = [items[i] for i in sorted({position[item.query_id] for item, _, _ in todo})]
         found = embed_files(embedder, [item.query_path for item in wanted], batch_size=batch_size,
@@ -229,7 +229,7 @@ def _check_schedule(schedule: dict[str, Any], checkpoint: Path) -> None:
     from geoxai.ldm.training import LDM_RULES
 
     rules = {key: rule for key, rule in LDM_RULES.items() if key.startswith("diffusion.")}
-    with settings_from("", f"--checkpoint {checkpoint} (its noise schedule)"):
+    with settings_from("", f"{setting('checkpoint')} {checkpoint} (its noise schedule)"):
         check_values({"diffusion": schedule}, rules)
 
 

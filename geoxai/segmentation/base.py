@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 import torch
 
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, setting
 from geoxai.segmentation import labels as L
 
 
@@ -127,7 +127,7 @@ def check_classes(segmenter: Segmenter, plugin: str, needed: Sequence[int]) -> N
     if missing:
         raise GeoxaiError(f"plugin {plugin} needs class {', '.join(missing)}, which the segmenter "
                           f"{segmenter.name!r} cannot express (its classes: "
-                          f"{', '.join(L.NAMES[c] for c in segmenter.classes)}); choose another --segmenter")
+                          f"{', '.join(L.NAMES[c] for c in segmenter.classes)}); choose another {setting('segmenter')}")
 
 
 def load(name: str, **options: Any) -> Segmenter:
@@ -152,8 +152,9 @@ def load(name: str, **options: Any) -> Segmenter:
     required = [k for k in accepted if parameters[k].default is inspect.Parameter.empty and k not in options]
     if required:
         example = cls.example or f"`name: {name}` and {' and '.join(f'`{k}: ...`' for k in required)}"
-        raise GeoxaiError(f"--segmenter {name} needs {'a ' + required[0] if len(required) == 1 else ', '.join(required)}: "
-                          f"give --segmenter-config FILE, e.g. a YAML with {example}")
+        needs = f"a {required[0]}" if len(required) == 1 else ", ".join(required)
+        raise GeoxaiError(f"{setting('segmenter')} {name} needs {needs}: "
+                          f"give {setting('segmenter_config')} FILE, e.g. a YAML with {example}")
     return cls(**options)
 
 
@@ -171,11 +172,11 @@ def read_segmenter_spec(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     if not path.is_file():
-        raise GeoxaiError(f"--segmenter-config {path}: no such file; write a YAML mapping like "
+        raise GeoxaiError(f"{setting('segmenter_config')} {path}: no such file; write a YAML mapping like "
                           "{name: hf, model: path/to/segformer}")
     spec = load_config(path)
     if not spec.get("name"):
-        raise GeoxaiError(f"--segmenter-config {path}: no `name:` (the backend, e.g. hf or synthcity)")
+        raise GeoxaiError(f"{setting('segmenter_config')} {path}: no `name:` (the backend, e.g. hf or synthcity)")
     return spec
 
 

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from geoxai.errors import GeoxaiError, UnreadableImageError
+from geoxai.errors import GeoxaiError, UnreadableImageError, setting
 from geoxai.segmentation.base import Segmenter
 
 
@@ -52,9 +52,10 @@ class GroundTruthSegmenter(Segmenter):
         for path in paths:
             found = label_path(path)
             if found is None:
-                raise GeoxaiError(f"--segmenter groundtruth: {path} has no label map (looked for labels/<its path> in "
+                flag = setting("segmenter")
+                raise GeoxaiError(f"{flag} groundtruth: {path} has no label map (looked for labels/<its path> in "
                                   "the folders above it); ground truth exists for SynthCity worlds and reference runs: "
-                                  "segment other images with a predicting backend (e.g. --segmenter synthcity)")
+                                  f"segment other images with a predicting backend (e.g. {flag} synthcity)")
             try:
                 load_rgb(path)
             except UnreadableImageError:

@@ -83,7 +83,7 @@ class _World:
 
 def _check_options(kind: str, samples: int, limit: int | None) -> None:
     if kind not in REFERENCE_KINDS:
-        raise GeoxaiError(f"--kind {kind!r}: unknown; choose one of {', '.join(REFERENCE_KINDS)}."
+        raise GeoxaiError(f"{setting('kind')} {kind!r}: unknown; choose one of {', '.join(REFERENCE_KINDS)}."
                           f"{did_you_mean(kind, list(REFERENCE_KINDS))}")
     if samples < 1:
         raise GeoxaiError(f"{setting('samples')} {samples}: must be at least 1")
@@ -95,10 +95,11 @@ def _load_world(world: Path) -> _World:
     """The world's parameters and metadata; anything else than a SynthCity world is refused."""
     if not world.is_dir():
         what = "is not a folder" if world.exists() else "does not exist"
-        raise GeoxaiError(f"--world {world} {what}; give a SynthCity world folder, or {_MAKE_WORLD}")
+        raise GeoxaiError(f"{setting('world')} {world} {what}; give a SynthCity world folder, or {_MAKE_WORLD}")
     missing = [name for name in (PARAMS_FILE, "metadata.csv") if not (world / name).is_file()]
     if missing:
-        raise GeoxaiError(f"--world {world} is not a SynthCity world (no {' or '.join(missing)}); {_MAKE_WORLD}")
+        raise GeoxaiError(f"{setting('world')} {world} is not a SynthCity world (no {' or '.join(missing)}); "
+                          f"{_MAKE_WORLD}")
     try:
         params = yaml.safe_load((world / PARAMS_FILE).read_text(encoding="utf-8"))
         seed, size, visits = int(params["seed"]), int(params["size"]), int(params["visits"])
@@ -106,15 +107,15 @@ def _load_world(world: Path) -> _World:
             raise ValueError("format is not synthcity")
     except (OSError, yaml.YAMLError, TypeError, KeyError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise GeoxaiError(f"--world {world}: unreadable {PARAMS_FILE} ({reason}); {_MAKE_WORLD}") from None
+        raise GeoxaiError(f"{setting('world')} {world}: unreadable {PARAMS_FILE} ({reason}); {_MAKE_WORLD}") from None
     try:
         table = pd.read_csv(world / "metadata.csv", usecols=["path", "label_path", "place", "visit", "split"],
                             dtype={"path": str, "label_path": str, "split": str})
     except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise GeoxaiError(f"--world {world}: unreadable metadata.csv ({str(exc).splitlines()[0]}); "
+        raise GeoxaiError(f"{setting('world')} {world}: unreadable metadata.csv ({str(exc).splitlines()[0]}); "
                           f"{_MAKE_WORLD}") from None
     if not (world / "queries").is_dir():
-        raise GeoxaiError(f"--world {world} has no queries/ folder; {_MAKE_WORLD}")
+        raise GeoxaiError(f"{setting('world')} {world} has no queries/ folder; {_MAKE_WORLD}")
     rows = {row["path"]: {**row, "place": int(row["place"]), "visit": int(row["visit"])}
             for row in table.to_dict("records")}
     test_places = sorted({int(p) for p in table.loc[table["split"] != "train", "place"]})
@@ -125,7 +126,7 @@ def _query_row(world: _World, query_path: Path) -> dict[str, Any]:
     relative = Path(os.path.abspath(query_path)).relative_to(world.root).as_posix()
     row = world.rows.get(relative)
     if row is None:
-        raise GeoxaiError(f"--world {world.root}: query image {relative} is not in metadata.csv; the world "
+        raise GeoxaiError(f"{setting('world')} {world.root}: query image {relative} is not in metadata.csv; the world "
                           f"folder was changed, write it again with `geoxai data synthcity --out {world.root}`")
     return row
 
@@ -150,8 +151,8 @@ class _Plan:
         self.kind, self.world, self.city, self.seed = kind, world, city, seed
         self._derangements: dict[int, dict[int, int]] = {}
         if kind == "other-place" and len(world.test_places) < 2:
-            raise GeoxaiError(f"--kind other-place needs a world with at least 2 test places, {world.root} has "
-                              f"{len(world.test_places)}; write a world with more --places")
+            raise GeoxaiError(f"{setting('kind')} other-place needs a world with at least 2 test places, {world.root} "
+                              f"has {len(world.test_places)}; write a world with more --places")
 
     def reference(self, row: dict[str, Any], sample: int, image_seed: int) -> Reference:
         place, visit, kind = row["place"], row["visit"], self.kind
@@ -177,7 +178,7 @@ class _Plan:
             try:
                 labels = load_label_map(self.world.root / row["label_path"])
             except UnreadableImageError:
-                raise GeoxaiError(f"--world {self.world.root}: label map {row['label_path']} is missing or "
+                raise GeoxaiError(f"{setting('world')} {self.world.root}: label map {row['label_path']} is missing or "
                                   f"unreadable; complete the world with `geoxai data synthcity --out "
                                   f"{self.world.root}` and its parameters") from None
             return load_rgb(self.world.root / row["path"]), labels

@@ -286,15 +286,15 @@ def _validate(city_places: int, visits: int, size: int, seed: int, test_fraction
     test, train = splits.count("test"), splits.count("train")
     if test == 0 or train == 0:
         which = "no test place" if test == 0 else "no training place"
-        raise GeoxaiError(f"--test-fraction {test_fraction} (and --val-fraction {val_fraction}) with --places "
-                          f"{city_places} leaves {which}; use more places or other fractions")
+        raise GeoxaiError(f"{setting('test_fraction')} {test_fraction} (and {setting('val_fraction')} {val_fraction}) "
+                          f"with {setting('places')} {city_places} leaves {which}; use more places or other fractions")
 
 
 def _prepare(out: Path, params: dict[str, Any], overwrite: bool) -> None:
     """Make ``out`` hold this world: new, resumable, or (with overwrite) replaced."""
     if out.exists() and not out.is_dir():
-        raise GeoxaiError(f"--out {out} is a file; give a folder")
-    writable_folder(out, "--out")  # before any work: a read-only or full disk fails here, in one line
+        raise GeoxaiError(f"{setting('out')} {out} is a file; give a folder")
+    writable_folder(out, setting("out"))  # before any work: a read-only or full disk fails here, in one line
     params_path = out / PARAMS_FILE
     if params_path.exists():
         try:
@@ -305,15 +305,15 @@ def _prepare(out: Path, params: dict[str, Any], overwrite: bool) -> None:
             return
         if not overwrite and isinstance(existing, dict) and params.get("coordinates") and \
                 existing == {k: v for k, v in params.items() if k != "coordinates"}:
-            raise GeoxaiError(f"--out {out} holds this world as rendered before each seed had its own UTM block "
-                              f"(its file names put the places on seed 0's positions); use --overwrite to "
-                              "re-render it, or another --out")
+            raise GeoxaiError(f"{setting('out')} {out} holds this world as rendered before each seed had its own UTM "
+                              f"block (its file names put the places on seed 0's positions); use "
+                              f"{setting('overwrite')} to re-render it, or another {setting('out')}")
         if not overwrite:
-            raise GeoxaiError(f"--out {out} holds a different SynthCity world ({_describe(existing)}); "
-                              "use --overwrite to replace it, or another --out")
+            raise GeoxaiError(f"{setting('out')} {out} holds a different SynthCity world ({_describe(existing)}); "
+                              f"use {setting('overwrite')} to replace it, or another {setting('out')}")
     elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise GeoxaiError(f"--out {out} is not empty and holds no SynthCity world; "
-                          "use --overwrite to write the world there anyway, or another --out")
+        raise GeoxaiError(f"{setting('out')} {out} is not empty and holds no SynthCity world; "
+                          f"use {setting('overwrite')} to write the world there anyway, or another {setting('out')}")
     if overwrite:
         for entry in WORLD_ENTRIES:
             path = out / entry
