@@ -454,8 +454,9 @@ def needed(plugins: Sequence[type[Plugin]]) -> dict[str, list[type[Plugin]]]:
 
 
 def check(plugins: Sequence[type[Plugin]], settings: ArtifactSettings) -> None:
-    """Every needed kind's inputs are there (one-line errors, before anything is computed)."""
-    for name, users in needed(plugins).items():
+    """Every needed kind's inputs are there (one-line errors, before anything is computed); the needs that
+    store nothing (``database``: an option to give) are checked before the kinds that compute."""
+    for name, users in sorted(needed(plugins).items(), key=lambda item: KINDS[item[0]].stores):
         KINDS[name].check(settings, users)
 
 
