@@ -11,7 +11,7 @@ from typing import Any
 
 def installed_plugins() -> list[dict[str, Any]]:
     """One entry per registered plugin: its ``Plugin.info()``, or ``{"name", "error"}`` when it fails to load."""
-    from geoxai.evaluation.runner import load_plugin
+    from geoxai.evaluation.plugin import load_plugin
     from geoxai.registry import PLUGINS, registered
 
     found = []

@@ -24,19 +24,20 @@ import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from geoxai.errors import GeoxaiError
+from geoxai.evaluation.artifacts import KINDS
+from geoxai.registry import PLUGINS, load
 
 if TYPE_CHECKING:
     from geoxai.evaluation.context import EvaluationContext
 
 PAIRINGS = ("generated", "shuffled", "reference")
 RECORD_PAIRINGS = (*PAIRINGS, "chance")  # "chance": an analytic chance level a plugin computes itself
-ARTIFACTS = ("descriptor", "database", "image", "lab", "segmentation")
 RECORD_COLUMNS = ("query_id", "sample", "plugin", "metric", "value", "pairing", "skip_reason")
 
 
@@ -85,7 +86,7 @@ class Pair:
 class Plugin:
     """Base class of evaluation plugins (entry-point group ``geoxai.plugins``).
 
-    Subclasses set ``name``, ``version``, ``description``, ``needs`` (artifacts from ``ARTIFACTS``),
+    Subclasses set ``name``, ``version``, ``description``, ``needs`` (artifact kinds, ``geoxai.evaluation.artifacts.KINDS``),
     ``metrics`` (name -> ``Metric``) and implement ``score``. ``pairings`` limits the pairings the
     plugin is given; ``models`` lists the models it uses with their licences; ``headline`` names the
     metrics the report's summary shows (default: the first two with a better direction).
@@ -141,9 +142,9 @@ def check_plugin_class(cls: Any, spec: str) -> type[Plugin]:
         problems.append("no name")
     if not cls.metrics:
         problems.append("no metrics")
-    unknown = [n for n in cls.needs if n not in ARTIFACTS]
+    unknown = [n for n in cls.needs if n not in KINDS]
     if unknown:
-        problems.append(f"unknown needs {unknown} (known: {', '.join(ARTIFACTS)})")
+        problems.append(f"unknown needs {unknown} (known: {', '.join(KINDS)})")
     wrong = [p for p in cls.pairings if p not in PAIRINGS]
     if wrong:
         problems.append(f"unknown pairings {wrong} (known: {', '.join(PAIRINGS)})")
@@ -153,6 +154,31 @@ def check_plugin_class(cls: Any, spec: str) -> type[Plugin]:
     if problems:
         raise GeoxaiError(f"plugin {spec!r} ({cls.__module__}.{cls.__qualname__}): {'; '.join(problems)}")
     return cls
+
+
+def parse_plugins(text: str | Sequence[str]) -> list[str]:
+    """``--plugins`` as a list of names: comma-separated, spaces around names allowed."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    names = [str(item).strip() for item in items]
+    if not names or not any(names):
+        raise GeoxaiError("--plugins is empty; name at least one plugin (see `geoxai plugins`), e.g. --plugins recall")
+    if any(not name for name in names):
+        raise GeoxaiError(f"--plugins {text!r}: an empty name between commas; write e.g. recall,lighting")
+    bad = [name for name in names if any(c.isspace() for c in name)]
+    if bad:
+        raise GeoxaiError(f"--plugins: {bad[0]!r} contains a space; separate names with commas (recall,lighting)")
+    if len(set(names)) != len(names):
+        raise GeoxaiError(f"--plugins {text!r}: a plugin is named twice")
+    return names
+
+
+def load_plugin(spec: str) -> type[Plugin]:
+    """The plugin class for a registered name, ``module:Class`` or ``file.py:Class``.
+
+    An unknown name is a ``GeoxaiError`` with "did you mean"; an error raised while importing the
+    plugin's own code propagates (the runner records it and goes on with the other plugins).
+    """
+    return check_plugin_class(load(PLUGINS, spec), spec)
 
 
 def to_long_records(plugin: type[Plugin], records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:

@@ -1,10 +1,12 @@
 """``geoxai evaluate``: score a GenerationRun with plugins, every number beside its baselines.
 
-The runner (1) opens the run read-only and builds the pairs (``generated``, ``shuffled`` across
-places, ``reference`` real re-visits from the database), (2) loads the plugins asked for, isolating
-any that fails to import, (3) computes every artifact the plugins need once per distinct image
-(artifact store; sharded over processes with ``devices > 1``), (4) runs each plugin, isolating
-failures and checking its records, and (5) writes the EVAL folder:
+``evaluate`` (1) opens the run read-only and loads the plugins asked for, isolating any that fails to
+import, (2) checks and builds the artifact kinds the plugins need (``geoxai.evaluation.artifacts``)
+and opens the EVAL folder (``geoxai.evaluation.folder``: a folder of another run or other settings is
+refused), (3) builds the pairs (``generated``, ``shuffled`` across places, ``reference`` real re-visits
+from the database), (4) computes every artifact once per distinct image (artifact store; sharded over
+processes with ``devices > 1``), (5) runs each plugin, isolating failures and checking its records,
+and (6) writes the EVAL folder's tables:
 
     records.parquet   query_id, sample, plugin, metric, value, pairing, skip_reason (long format)
     summary.csv       plugin, metric, pairing, mean, ci_low, ci_high, n_queries, n_skipped,
@@ -35,44 +37,16 @@ import numpy as np
 import pandas as pd
 
 from geoxai.errors import GeoxaiError, setting
-from geoxai.evaluation.context import Database, EvaluationContext, merge_notices
+from geoxai.evaluation import artifacts
+from geoxai.evaluation.artifacts import KINDS, ArtifactPlan, ArtifactSettings
+from geoxai.evaluation.context import Database, EvaluationContext
+from geoxai.evaluation.folder import FORMAT, RESULTS_FILE, SUMMARY_COLUMNS, EvaluationFolder
 from geoxai.evaluation.pairs import build_pairs
-from geoxai.evaluation.plugin import PAIRINGS, Pair, Plugin, PluginOutcome, check_plugin_class, to_long_records
+from geoxai.evaluation.plugin import (PAIRINGS, Pair, Plugin, PluginOutcome, load_plugin, parse_plugins,
+                                      to_long_records)
 from geoxai.evaluation.statistics import ONE_QUERY
 
-FORMAT = "geoxai.evaluation/1"
-STATE_FILE, RESULTS_FILE = "evaluation.json", "results.json"
-SUMMARY_COLUMNS = ("plugin", "metric", "pairing", "mean", "ci_low", "ci_high", "n_queries", "n_skipped",
-                   "higher_is_better", "definition")
-ERROR_COLUMNS = ("plugin", "query_id", "sample", "stage", "error", "traceback")
-
-
-# ---------------------------------------------------------------------------------- plugins
-def parse_plugins(text: str | Sequence[str]) -> list[str]:
-    """``--plugins`` as a list of names: comma-separated, spaces around names allowed."""
-    items = text.split(",") if isinstance(text, str) else list(text)
-    names = [str(item).strip() for item in items]
-    if not names or not any(names):
-        raise GeoxaiError("--plugins is empty; name at least one plugin (see `geoxai plugins`), e.g. --plugins recall")
-    if any(not name for name in names):
-        raise GeoxaiError(f"--plugins {text!r}: an empty name between commas; write e.g. recall,lighting")
-    bad = [name for name in names if any(c.isspace() for c in name)]
-    if bad:
-        raise GeoxaiError(f"--plugins: {bad[0]!r} contains a space; separate names with commas (recall,lighting)")
-    if len(set(names)) != len(names):
-        raise GeoxaiError(f"--plugins {text!r}: a plugin is named twice")
-    return names
-
-
-def load_plugin(spec: str) -> type[Plugin]:
-    """The plugin class for a registered name, ``module:Class`` or ``file.py:Class``.
-
-    An unknown name is a ``GeoxaiError`` with "did you mean"; an error raised while importing the
-    plugin's own code propagates (the runner records it and goes on with the other plugins).
-    """
-    from geoxai.registry import PLUGINS, load
-
-    return check_plugin_class(load(PLUGINS, spec), spec)
+__all__ = ["EvaluationResult", "compute_sharded", "evaluate", "exit_status", "load_plugin", "parse_plugins"]
 
 
 # ---------------------------------------------------------------------------------- result
@@ -132,15 +106,6 @@ def _error_row(plugin: str, stage: str, error: BaseException | str, query_id: st
     return {"plugin": plugin, "query_id": query_id, "sample": sample, "stage": stage, "error": text, "traceback": trace}
 
 
-def _write_frame(path: Path, frame: pd.DataFrame, parquet: bool = False) -> None:
-    from geoxai.files import atomic_path
-
-    with atomic_path(path) as tmp:
-        if parquet:
-            frame.to_parquet(tmp, index=False)
-        else:
-            frame.to_csv(tmp, index=False)
-
 
 def _open_database(folder: str | Path, radius: float, needs_labels: bool,
                    unreadable_folders: list[tuple[Path, str]] | None = None) -> Database:
@@ -181,33 +146,27 @@ def _plugin_needs_labels(plugin: type[Plugin]) -> bool:
     return "database" in plugin.needs
 
 
-def _settings_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    keys = sorted(set(old) | set(new))
-    return [f"{k} ({old.get(k)!r} != {new.get(k)!r})" for k in keys if old.get(k) != new.get(k)]
-
 
 # ---------------------------------------------------------------------------------- distributed
 def _shard_worker(fabric: Any, plan: dict[str, Any]) -> None:
     """One process of a sharded artifact computation: its share of every artifact, then a barrier."""
     import torch
 
-    from geoxai.evaluation.artifacts import provider
     from geoxai.store import ArtifactStore
 
     torch.set_num_threads(max(1, plan["threads"]))
     store = ArtifactStore(plan["store"])
     rank, world = fabric.global_rank, fabric.world_size
     for kind, options, paths in plan["work"]:
-        if kind == "descriptor":
-            options = {**options, "device": str(fabric.device)}
-        provider(kind, **options).compute([Path(p) for p in paths], store, shard=(rank, world),
-                                          progress=plan["progress"] and rank == 0, desc=f"{kind} (rank {rank})")
+        KINDS[kind].in_worker(options, str(fabric.device)).compute(
+            [Path(p) for p in paths], store, shard=(rank, world), progress=plan["progress"] and rank == 0,
+            desc=f"{kind} (rank {rank})")
     fabric.barrier()
 
 
 def compute_sharded(work: list[tuple[str, dict[str, Any], list[str]]], store_root: Path, devices: int,
                     num_nodes: int = 1, accelerator: str = "auto", progress: bool = True) -> None:
-    """Fill the store for ``work`` (kind, provider options, paths) with ``devices`` x ``num_nodes``
+    """Fill the store for ``work`` (kind name, its ``options()``, paths) with ``devices`` x ``num_nodes``
     processes (Lightning Fabric on torch.distributed): each computes every world-th missing image.
 
     On one node the processes are spawned here; on several nodes every node runs the same command
@@ -233,6 +192,7 @@ def compute_sharded(work: list[tuple[str, dict[str, Any], list[str]]], store_roo
         sys.exit(0)  # rank 0 scores the plugins and writes the EVAL folder
 
 
+
 # ---------------------------------------------------------------------------------- evaluate
 def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, database: str | Path | None = None,
              embedder_spec: Mapping[str, Any] | None = None, batch_size: int = 32, device: str = "auto",
@@ -240,33 +200,94 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
              progress: bool = True, num_workers: int | None = None, label: str | None = None,
              segmenter_spec: Mapping[str, Any] | None = None) -> EvaluationResult:
     """Evaluate the GenerationRun ``run`` with ``plugins`` into the EVAL folder ``out`` (see module doc)."""
-    import geoxai
-    from geoxai.files import make_folder, writable_folder
-    from geoxai.protocols import run_check
-    from geoxai.runs import GenerationRun
     from geoxai.store import ArtifactStore
 
     started = time.time()
     names = parse_plugins(plugins)
+    _check_sizes(batch_size, devices, num_nodes)
+    folder = EvaluationFolder(out)
+    opened = _OpenedRun.open(run, database)
+    classes, outcomes = _load_plugins(names, opened.errors)
+    settings = ArtifactSettings(run=opened.root, run_settings=dict(opened.reader.settings),
+                                embedder_spec=embedder_spec, segmenter_spec=segmenter_spec, database=database,
+                                batch_size=batch_size, device=device, num_workers=num_workers)
+    artifacts.check(list(classes.values()), settings)
+    db, db_folders = _database(database, radius, classes, opened.errors)
+    plan = artifacts.plan(list(classes.values()), settings)
+    state = folder.open({"format": FORMAT, "run": str(opened.root), "run_identity": opened.reader.identity(),
+                         **plan.state(), "database": str(Path(database).resolve()) if database is not None else None,
+                         "seed": int(seed), "radius": float(radius)})
+
+    pairs = build_pairs(opened.manifest, seed, db, radius)
+    store = store or ArtifactStore()
+    found = _compute_artifacts(plan, _pair_images(opened.manifest, pairs), db, store, devices, num_nodes,
+                               progress, opened.errors)
+    pairs = {pairing: [p for p in given if p.original not in found.unreadable and p.other not in found.unreadable]
+             for pairing, given in pairs.items()}
+    ctx = EvaluationContext(seed=int(seed), artifacts=found.values, digests=found.digests, database=db,
+                            run_settings=dict(opened.reader.settings), **plan.context())
+    domain = _check_domain(plan, state, opened, db, folder)
+    random_weights = {**plan.random_weights(), "run": _run_random_weights(opened.reader.settings)}
+    for line in [*_warnings(plan, random_weights["run"], domain.notice),
+                 *_input_notices(opened, classes, db, db_folders, found.unreadable, radius)]:
+        ctx.notice(line)
+
+    for line in folder.set_aside_damaged(set(classes)):
+        ctx.notice(line)
+    for name, cls in classes.items():
+        outcomes[name] = _run_plugin(cls, pairs, ctx, folder, state, opened.errors)
+
+    records, summary = folder.collect()
+    folder.write_tables(records, summary, opened.errors)
+    rerun = [name for name, outcome in outcomes.items() if outcome.status != "reused"]
+    results = _results(folder, opened, state, plan, names, pairs, summary, outcomes, random_weights, label,
+                       {"seed": int(seed), "radius": float(radius), "batch_size": int(batch_size),
+                        "devices": int(devices), "num_nodes": int(num_nodes)},
+                       folder.merged_notices(ctx.all_notices(), rerun), domain.record())
+    folder.write_results(results)
+    return EvaluationResult(out=folder.out, run=opened.root, plugins=list(outcomes.values()), summary=summary,
+                            computed=found.computed, notices=results["notices"], errors=len(opened.errors),
+                            seconds=time.time() - started)
+
+
+def _check_sizes(batch_size: int, devices: int, num_nodes: int) -> None:
     if batch_size < 1:
         raise GeoxaiError(f"{setting('batch_size')} {batch_size}: must be at least 1")
     if devices < 1 or num_nodes < 1:
         raise GeoxaiError(f"{setting('devices')} {devices} / {setting('num_nodes')} {num_nodes}: must be at least 1")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise GeoxaiError(f"--out {out}: is a file; give a folder for the evaluation")
-    writable_folder(out, "--out", create=False)
-    reader = GenerationRun.open(run, missing="skip")
-    protocol_check = run_check(reader.settings, database)  # refuses places the run's generator trained on
-    run_root = Path(run).resolve()
-    manifest = reader.manifest(absolute=True)
-    if manifest.empty:
-        raise GeoxaiError(f"{run_root}: the run lists no (existing) image; nothing to evaluate")
-    hidden = {Path(path): _unreadable_folder(Path(path)) for path in reader.missing}  # path -> folder's problem
-    errors: list[dict] = [_error_row("", "image", f"{path}: in {path.parent}: {why}" if why else
-                                     f"listed image does not exist: {path}") for path, why in hidden.items()]
 
-    # plugins: unknown names stop here (a user mistake); a plugin that fails to import is isolated
+
+@dataclass
+class _OpenedRun:
+    """The run being evaluated: its reader, manifest, protocol check, and the listed images not there."""
+
+    reader: Any
+    root: Path
+    manifest: pd.DataFrame
+    protocol_check: Any
+    hidden: dict[Path, str | None]  # listed image not there -> why its folder cannot be read (None: it can)
+    errors: list[dict]  # errors.csv rows, from here on
+
+    @classmethod
+    def open(cls, run: str | Path, database: str | Path | None) -> _OpenedRun:
+        from geoxai.protocols import run_check
+        from geoxai.runs import GenerationRun
+
+        reader = GenerationRun.open(run, missing="skip")
+        protocol_check = run_check(reader.settings, database)  # refuses places the run's generator trained on
+        root = Path(run).resolve()
+        manifest = reader.manifest(absolute=True)
+        if manifest.empty:
+            raise GeoxaiError(f"{root}: the run lists no (existing) image; nothing to evaluate")
+        hidden = {Path(path): _unreadable_folder(Path(path)) for path in reader.missing}
+        errors = [_error_row("", "image", f"{path}: in {path.parent}: {why}" if why else
+                             f"listed image does not exist: {path}") for path, why in hidden.items()]
+        return cls(reader, root, manifest, protocol_check, hidden, errors)
+
+
+def _load_plugins(names: list[str], errors: list[dict]) -> tuple[dict[str, type[Plugin]], dict[str, PluginOutcome]]:
+    """The plugin classes by name; unknown names stop here (a user mistake), a plugin whose own code
+    fails to import is recorded as failed and left out."""
     classes: dict[str, type[Plugin]] = {}
     outcomes: dict[str, PluginOutcome] = {}
     for spec in names:
@@ -276,216 +297,142 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
             raise
         except Exception as exc:  # the plugin's own code failed to import
             errors.append(_error_row(spec, "import", exc))
-            outcomes[spec] = PluginOutcome(spec, "failed", error=f"import failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            outcomes[spec] = PluginOutcome(spec, "failed", error=f"import failed: {text}")
             continue
         if cls.name in classes:
             raise GeoxaiError(f"--plugins: {spec!r} is the plugin {cls.name!r}, which is already named")
         classes[cls.name] = cls
-    needs = {need for cls in classes.values() for need in cls.needs}
+    return classes, outcomes
 
-    # the database, the embedder
-    for cls in classes.values():
-        if "database" in cls.needs and database is None:
-            raise GeoxaiError(f"plugin {cls.name} needs --database DIR (database images named by UTM, e.g. "
-                              "worlds/synthcity/database): generations are retrieved against it")
-    db, db_folders = None, []
-    if database is not None:
-        db = _open_database(database, radius, any(_plugin_needs_labels(c) for c in classes.values()), db_folders)
-        errors += [_error_row("", "image", f"{path}: {why}") for path, why in db_folders]
-    outcomes_note = ""
+
+def _database(database: str | Path | None, radius: float, classes: Mapping[str, type[Plugin]],
+              errors: list[dict]) -> tuple[Database | None, list[tuple[Path, str]]]:
+    """The database (None without ``--database``) and its folders that cannot be read (in errors.csv)."""
+    if database is None:
+        return None, []
+    folders: list[tuple[Path, str]] = []
+    db = _open_database(database, radius, any(_plugin_needs_labels(c) for c in classes.values()), folders)
+    errors += [_error_row("", "image", f"{path}: {why}") for path, why in folders]
+    return db, folders
+
+
+def _pair_images(manifest: pd.DataFrame, pairs: Mapping[str, list[Pair]]) -> set[Path]:
+    """Every image of the pairs: originals, generations, reference photos."""
+    images = {Path(p) for p in manifest["query_path"]} | {Path(p) for p in manifest["image_path"]}
+    return images | {pair.other for pair in pairs["reference"]}
+
+
+@dataclass
+class _Computed:
+    """The artifacts of an evaluation: values by kind and digest, every image's digest, what was skipped."""
+
+    values: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    digests: dict[Path, str] = field(default_factory=dict)
+    computed: dict[str, int] = field(default_factory=dict)  # kind -> distinct images computed now
+    unreadable: set[Path] = field(default_factory=set)
+
+
+def _compute_artifacts(plan: ArtifactPlan, images: set[Path], db: Database | None, store: Any, devices: int,
+                       num_nodes: int, progress: bool, errors: list[dict]) -> _Computed:
+    """Every planned kind for its images, from the store or computed (sharded over processes with
+    ``devices x num_nodes > 1``); unreadable images are recorded once each."""
+    work = [(kind, sorted(str(p) for p in kind.images(images, db))) for kind in plan.computed_kinds]
+    stored = [(kind.name, kind.options(), paths) for kind, paths in work if kind.stores]
+    if devices * num_nodes > 1 and stored:
+        compute_sharded(stored, store.root, devices, num_nodes, progress=progress)
+    found = _Computed()
+    for kind, paths in work:
+        result = kind.compute([Path(p) for p in paths], store, progress=progress, desc=kind.name)
+        found.digests.update(zip((Path(p) for p in paths), result.keys, strict=True))
+        if kind.stores:
+            found.values[kind.name] = result.values
+            found.computed[kind.name] = result.computed
+        for path, error in result.skipped:
+            if Path(path) not in found.unreadable:
+                errors.append(_error_row("", "image", error))
+            found.unreadable.add(Path(path))
+    return found
+
+
+def _check_domain(plan: ArtifactPlan, state: Mapping[str, Any], opened: _OpenedRun, db: Database | None,
+                  folder: EvaluationFolder) -> Any:
+    """The shipped models of this evaluation (its artifact kinds' backends, the run's LDM) against the real
+    images, joined with those of an earlier evaluation into the same folder."""
+    from geoxai import domain
+
+    settings = opened.reader.settings
+    models = [*plan.domain_models(state),
+              domain.ldm_model(settings.get("checkpoint")) if settings.get("generator") == "geoxai.ldm" else None]
+    images = [*opened.manifest["query_path"].unique(), *(db.paths if db is not None else [])]
+    return domain.merged(domain.check_domain(models, images), folder.earlier_results().get("domain"))
+
+
+def _warnings(plan: ArtifactPlan, run_random: bool, domain: str | None) -> list[str]:
+    """WARNING lines on stderr (random weights) and the notices they become; the domain notice first."""
+    lines = plan.warnings()
+    if run_random:
+        lines.append("the run's generations were conditioned on an embedder with RANDOM weights: they are an "
+                     "untrained network baseline, not explanations of a VPR model")
+    for line in lines:
+        print(f"WARNING: {line}", file=sys.stderr)
+    return [domain, *lines] if domain else lines
+
+
+def _input_notices(opened: _OpenedRun, classes: Mapping[str, type[Plugin]], db: Database | None,
+                   db_folders: list[tuple[Path, str]], unreadable: set[Path], radius: float) -> list[str]:
+    """What the evaluation could not use of its inputs, one line each (details in errors.csv)."""
+    notices = []
     if (db is None or db.utm is None) and any("reference" in cls.pairings for cls in classes.values()):
         reason = "no --database" if db is None else "database names without UTM coordinates"
-        outcomes_note = f"no reference pairing ({reason}): real re-visits come from database images within {radius:g} m"
-    spec = dict(embedder_spec) if embedder_spec is not None else dict(reader.settings.get("embedder") or {})
-    provider_options: dict[str, dict[str, Any]] = {}
-    random_weights = {"embedder": False, "run": _run_random_weights(reader.settings)}
-    descriptor_provider = None
-    embedder_identity = None
-    if "descriptor" in needs or "database" in needs:
-        if not spec:
-            raise GeoxaiError(f"{run_root}: the run does not record the embedder its generations were conditioned on; "
-                              "give one with --embedder-config FILE (or --embedder and its options)")
-        from geoxai.embedders import from_spec
-        from geoxai.evaluation.artifacts import DescriptorArtifact
-        from geoxai.retrieval import check_trained
-
-        embedder = from_spec(spec, device=device)
-        check_trained(embedder, spec)
-        random_weights["embedder"] = bool(embedder.random_weights)
-        descriptor_provider = DescriptorArtifact(spec, device=device, batch_size=batch_size, num_workers=num_workers)
-        descriptor_provider._embedder = embedder
-        embedder_identity = embedder.identity()
-        provider_options["descriptor"] = {"embedder_spec": spec, "batch_size": batch_size, "num_workers": num_workers}
-    if "lab" in needs:
-        provider_options["lab"] = {"batch_size": batch_size}
-    segmentation_provider = None
-    segmenter_identity = None
-    if "segmentation" in needs:
-        users = [cls.name for cls in classes.values() if "segmentation" in cls.needs]
-        if segmenter_spec is None:
-            raise GeoxaiError(f"plugin {users[0]} needs --segmenter NAME (see `geoxai segmenters`): groundtruth for "
-                              "SynthCity worlds and reference runs, synthcity for generated SynthCity images, hf for photos")
-        from geoxai.evaluation.artifacts import SegmentationArtifact
-        from geoxai.segmentation.base import check_classes
-
-        segmentation_provider = SegmentationArtifact(segmenter_spec, batch_size=batch_size, device=device)
-        for cls in classes.values():
-            if "segmentation" in cls.needs:
-                check_classes(segmentation_provider.segmenter, cls.name, cls.segmentation_classes)
-        segmenter_identity = segmentation_provider.segmenter.identity()
-        provider_options["segmentation"] = {"segmenter_spec": dict(segmenter_spec), "batch_size": batch_size}
-
-    # the EVAL folder: one run, one set of settings
-    state = {"format": FORMAT, "run": str(run_root), "run_identity": reader.identity(),
-             "embedder": embedder_identity, "embedder_spec": spec if embedder_identity else None,
-             "segmenter": segmenter_identity,
-             "database": str(Path(database).resolve()) if database is not None else None,
-             "seed": int(seed), "radius": float(radius)}
-    state_path = out / STATE_FILE
-    if state_path.is_file():
-        old = _read_state(state_path, out)
-        if old.get("run_identity") != state["run_identity"]:
-            raise GeoxaiError(f"--out {out} holds an evaluation of another run ({old.get('run')}); use a new --out "
-                              "for this run")
-        differing = _settings_differences({k: old.get(k) for k in state if k != "embedder_spec"},
-                                          {k: v for k, v in state.items() if k != "embedder_spec"})
-        differing = [d for d in differing if not any(d.startswith(f"{k} ") and old.get(k) is None
-                                                     for k in ("embedder", "segmenter"))]
-        differing = [d for d in differing if not any(d.startswith(f"{k} ") and state.get(k) is None
-                                                     for k in ("embedder", "segmenter"))]
-        if differing:
-            raise GeoxaiError(f"--out {out} was evaluated with other settings: {'; '.join(differing)}; use a new --out "
-                              "or the same settings")
-        if old.get("embedder") and not state["embedder"]:
-            state["embedder"], state["embedder_spec"] = old["embedder"], old.get("embedder_spec")
-        if old.get("segmenter") and not state["segmenter"]:
-            state["segmenter"] = old["segmenter"]
-    elif out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
-        raise GeoxaiError(f"--out {out} is not empty and holds no evaluation; choose a new or empty folder")
-    writable_folder(out, "--out")
-    from geoxai.files import atomic_write_text
-
-    atomic_write_text(state_path, json.dumps(state, indent=1))
-
-    # pairs and the images every artifact is needed for
-    pairs = build_pairs(manifest, seed, db, radius)
-    images: set[Path] = {Path(p) for p in manifest["query_path"]} | {Path(p) for p in manifest["image_path"]}
-    images |= {pair.other for pair in pairs["reference"]}
-    work: list[tuple[str, dict[str, Any], list[str]]] = []
-    for kind, options in provider_options.items():
-        wanted = set(images)
-        if kind == "descriptor" and db is not None:  # retrieval (recall) and top-1 checks (lighting probe)
-            wanted |= set(db.paths)
-        work.append((kind, options, sorted(str(p) for p in wanted)))
-    store = store or ArtifactStore()
-    if devices * num_nodes > 1 and work:
-        compute_sharded(work, store.root, devices, num_nodes, progress=progress)
-
-    artifacts: dict[str, dict[str, np.ndarray]] = {}
-    digests: dict[Path, str] = {}
-    computed: dict[str, int] = {}
-    unreadable: set[Path] = set()
-    for kind, options, paths in work:
-        from geoxai.evaluation.artifacts import provider as make_provider
-
-        artifact_provider = {"descriptor": descriptor_provider, "segmentation": segmentation_provider}.get(kind) \
-            or make_provider(kind, **options)
-        found = artifact_provider.compute([Path(p) for p in paths], store, progress=progress, desc=kind)
-        artifacts[kind] = found.values
-        digests.update(zip((Path(p) for p in paths), found.keys, strict=True))
-        computed[kind] = found.computed
-        for path, error in found.skipped:
-            if Path(path) not in unreadable:
-                errors.append(_error_row("", "image", error))
-            unreadable.add(Path(path))
-    if not work:  # plugins that read pixels only still need every image's digest, and images that decode
-        from geoxai.data.digests import file_digests
-        from geoxai.data.images import load_rgb
-        from geoxai.errors import UnreadableImageError
-
-        ordered = sorted(images)
-        digests.update(zip(ordered, file_digests(ordered, progress=progress, store=store), strict=True))
-        for path in ordered:  # skipped with their pairs, as an artifact provider skips them for other plugins
-            try:
-                load_rgb(path)
-            except UnreadableImageError as exc:
-                errors.append(_error_row("", "image", exc))
-                unreadable.add(Path(path))
-    if unreadable:
-        for pairing in pairs:
-            pairs[pairing] = [p for p in pairs[pairing] if p.original not in unreadable and p.other not in unreadable]
-
-    ctx = EvaluationContext(seed=int(seed), artifacts=artifacts, digests=digests, database=db,
-                            embedder_provider=descriptor_provider, run_settings=dict(reader.settings),
-                            segmenter=segmentation_provider.segmenter if segmentation_provider else None)
-    domain = _check_domain(spec if embedder_identity else None, segmentation_provider, reader.settings, manifest, db,
-                           out / RESULTS_FILE)
-    for line in _warnings(random_weights, spec if embedder_identity else None, domain.notice):
-        ctx.notice(line)
-    if outcomes_note:
-        ctx.notice(outcomes_note)
-    in_hidden = [path for path, why in hidden.items() if why]
-    if len(in_hidden) < len(hidden):
-        ctx.notice(f"{len(hidden) - len(in_hidden)} image(s) listed in the manifest do not exist; their pairs are "
-                   "skipped (errors.csv)")
+        notices.append(f"no reference pairing ({reason}): real re-visits come from database images within {radius:g} m")
+    in_hidden = [path for path, why in opened.hidden.items() if why]
+    if len(in_hidden) < len(opened.hidden):
+        notices.append(f"{len(opened.hidden) - len(in_hidden)} image(s) listed in the manifest do not exist; their "
+                       "pairs are skipped (errors.csv)")
     if in_hidden:
         folders = sorted({path.parent for path in in_hidden})
-        ctx.notice(f"{len(in_hidden)} image(s) listed in the manifest are in {len(folders)} unreadable folder(s), "
-                   f"first {folders[0]}; their pairs are skipped (errors.csv)")
+        notices.append(f"{len(in_hidden)} image(s) listed in the manifest are in {len(folders)} unreadable folder(s), "
+                       f"first {folders[0]}; their pairs are skipped (errors.csv)")
     if unreadable:
-        ctx.notice(f"{len(unreadable)} unreadable image(s) skipped with every pair that uses them (errors.csv)")
+        notices.append(f"{len(unreadable)} unreadable image(s) skipped with every pair that uses them (errors.csv)")
     if db_folders:
-        ctx.notice(f"{len(db_folders)} unreadable database folder(s): their images are left out of retrieval and "
-                   f"the reference pairing (errors.csv); first {db_folders[0][0]}: {db_folders[0][1]}")
-    if manifest["query_id"].nunique() == 1 and any("shuffled" in cls.pairings for cls in classes.values()):
-        ctx.notice(f"{ONE_QUERY}: the shuffled pairing compares with another query's generation, and a "
-                   "confidence interval needs two queries or more (none is shown)")
+        notices.append(f"{len(db_folders)} unreadable database folder(s): their images are left out of retrieval and "
+                       f"the reference pairing (errors.csv); first {db_folders[0][0]}: {db_folders[0][1]}")
+    if opened.manifest["query_id"].nunique() == 1 and any("shuffled" in cls.pairings for cls in classes.values()):
+        notices.append(f"{ONE_QUERY}: the shuffled pairing compares with another query's generation, and a "
+                       "confidence interval needs two queries or more (none is shown)")
+    return notices
 
-    # plugins, one by one, each isolated (saved records that cannot be read are set aside first)
-    plugin_dir = make_folder(out / "plugins")
-    for notice in _set_aside_damaged_plugins(plugin_dir, set(classes)):
-        ctx.notice(notice)
-    for name, cls in classes.items():
-        outcomes[name] = _run_plugin(cls, pairs, ctx, plugin_dir, state, errors)
 
-    # the EVAL folder's files (every plugin ever finished in it, the newest version of each)
-    records, summary = _collect(plugin_dir)
-    _write_frame(out / "records.parquet", records, parquet=True)
-    _write_frame(out / "summary.csv", summary)
-    _write_frame(out / "errors.csv", pd.DataFrame(errors, columns=list(ERROR_COLUMNS)))
-    plugin_infos = {}
-    for info_file in sorted(plugin_dir.glob("*.json")):
-        info = json.loads(info_file.read_text())
-        plugin_infos[info["name"]] = info
-    for name, outcome in outcomes.items():
-        if outcome.status == "failed":
-            plugin_infos.setdefault(name, {"name": name})["status"] = "failed"
+def _results(folder: EvaluationFolder, opened: _OpenedRun, state: Mapping[str, Any], plan: ArtifactPlan,
+             names: list[str], pairs: Mapping[str, list[Pair]], summary: pd.DataFrame,
+             outcomes: Mapping[str, PluginOutcome], random_weights: dict[str, bool], label: str | None,
+             config: Mapping[str, Any], notices: list[str], domain: Any) -> dict[str, Any]:
+    """results.json: the run, the configuration, backends, versions, plugins, summary, notices."""
+    import geoxai
+
+    settings = opened.reader.settings
     results = {
         "format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "geoxai_version": geoxai.__version__, "git": _git_hash(), "label": label or out.name,
-        "run": {"path": str(run_root), "identity": state["run_identity"], "settings": dict(reader.settings),
-                "images": int(len(manifest)), "queries": int(manifest["query_id"].nunique()),
-                "protocol": _protocol(reader.settings), "protocol_check": protocol_check},
-        "config": {"plugins": names, "database": state["database"], "seed": int(seed), "radius": float(radius),
-                   "batch_size": int(batch_size), "devices": int(devices), "num_nodes": int(num_nodes),
-                   "pairs": {k: len(v) for k, v in pairs.items()}},
-        "backends": {"embedder": {"spec": state["embedder_spec"], "identity": state["embedder"]},
-                     "segmenter": ({**segmentation_provider.segmenter.describe(), "identity": segmenter_identity}
-                                   if segmentation_provider else None)},
+        "geoxai_version": geoxai.__version__, "git": _git_hash(), "label": label or folder.out.name,
+        "run": {"path": str(opened.root), "identity": state["run_identity"], "settings": dict(settings),
+                "images": int(len(opened.manifest)), "queries": int(opened.manifest["query_id"].nunique()),
+                "protocol": _protocol(settings), "protocol_check": opened.protocol_check},
+        "config": {"plugins": names, "database": state["database"], "seed": config["seed"],
+                   "radius": config["radius"], "batch_size": config["batch_size"], "devices": config["devices"],
+                   "num_nodes": config["num_nodes"], "pairs": {k: len(v) for k, v in pairs.items()}},
+        "backends": plan.backends(state),
         "versions": _versions(),
-        "plugins": plugin_infos,
+        "plugins": folder.plugin_infos(outcomes),
         "summary": json.loads(summary.to_json(orient="records")),
-        "errors": len(errors),
-        "notices": _merged_notices(out / RESULTS_FILE, ctx.all_notices(),
-                                   [name for name, outcome in outcomes.items() if outcome.status != "reused"]),
+        "errors": len(opened.errors),
+        "notices": notices,
         "random_weights": random_weights,
     }
-    if domain.record() is not None:
-        results["domain"] = domain.record()
-    atomic_write_text(out / RESULTS_FILE, json.dumps(results, indent=1, default=str))
-    return EvaluationResult(out=out, run=run_root, plugins=list(outcomes.values()), summary=summary,
-                            computed=computed, notices=results["notices"], errors=len(errors),
-                            seconds=time.time() - started)
+    if domain is not None:
+        results["domain"] = domain
+    return results
 
 
 def _run_random_weights(settings: Mapping[str, Any]) -> bool:
@@ -494,47 +441,6 @@ def _run_random_weights(settings: Mapping[str, Any]) -> bool:
     return bool(settings.get("random_weights")) or str(embedder.get("weights")) == "random"
 
 
-def _check_domain(spec: Mapping[str, Any] | None, segmentation: Any, settings: Mapping[str, Any],
-                  manifest: pd.DataFrame, db: Database | None, earlier: Path) -> Any:
-    """The shipped models of this evaluation (its embedder, segmenter, the run's LDM) against the real images,
-    joined with those of an earlier evaluation into the same folder."""
-    from geoxai import domain
-
-    models = [domain.embedder_model(spec),
-              domain.segmenter_model(segmentation.segmenter.spec() if segmentation else None),
-              domain.ldm_model(settings.get("checkpoint")) if settings.get("generator") == "geoxai.ldm" else None]
-    check = domain.check_domain(models, [*manifest["query_path"].unique(), *(db.paths if db is not None else [])])
-    return domain.merged(check, _earlier_results(earlier).get("domain"))
-
-
-def _warnings(random_weights: Mapping[str, bool], spec: Mapping[str, Any] | None, domain: str | None) -> list[str]:
-    """WARNING lines on stderr (random weights) and the notices they become; the domain notice first."""
-    lines = [domain] if domain else []
-    if random_weights["embedder"]:
-        named = ", ".join(f"{k} {v}" for k, v in (spec or {}).items())
-        lines.append(f"the evaluation's embedder has RANDOM weights ({named}): its numbers are an untrained "
-                     "network baseline, not a VPR model")
-    if random_weights["run"]:
-        lines.append("the run's generations were conditioned on an embedder with RANDOM weights: they are an "
-                     "untrained network baseline, not explanations of a VPR model")
-    for line in lines[1 if domain else 0:]:
-        print(f"WARNING: {line}", file=sys.stderr)
-    return lines
-
-
-def _merged_notices(results_path: Path, notices: list[str], rerun: list[str]) -> list[str]:
-    """Today's notices and those of an earlier evaluation into the same folder (see ``merge_notices``)."""
-    earlier = _earlier_results(results_path).get("notices")
-    return merge_notices([str(n) for n in earlier] if isinstance(earlier, list) else [], notices, rerun)
-
-
-def _earlier_results(path: Path) -> dict[str, Any]:
-    """results.json of an earlier evaluation into this folder; empty when there is none (or it is damaged)."""
-    try:
-        found = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
 
 
 def _protocol(settings: Mapping[str, Any]) -> str:
@@ -558,106 +464,27 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _read_state(path: Path, out: Path) -> dict[str, Any]:
-    """evaluation.json of an existing EVAL folder; damaged, it cannot say which run the folder holds."""
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise GeoxaiError(f"--out {out}: {path.name} is damaged ({reason}), so this folder's evaluation cannot be "
-                          "resumed; use a new --out, or delete the folder to evaluate again") from None
-    if not isinstance(state, dict) or not str(state.get("format", "")).startswith("geoxai.evaluation/"):
-        raise GeoxaiError(f"--out {out}: {path.name} is not an evaluation state file; use a new --out, or delete "
-                          "the folder to evaluate again")
-    return state
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _plugin_files(folder: Path, name: str) -> tuple[Path, Path, Path]:
-    """A finished plugin's saved files in ``plugins/``: records, summary rows, info."""
-    return folder / f"{name}.parquet", folder / f"{name}.summary.csv", folder / f"{name}.json"
-
-
-def _plugin_state_problem(folder: Path, name: str) -> str | None:
-    """Why a plugin's saved files in ``plugins/`` cannot be reused (None: they can, or there are none)."""
-    from geoxai.evaluation.plugin import RECORD_COLUMNS
-
-    records_path, summary_path, info_path = _plugin_files(folder, name)
-    reading = info_path
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-        if not isinstance(info, dict) or info.get("name") != name:
-            return f"{info_path.name} does not describe plugin {name}"
-        for file_name, digest in (info.get("sha256") or {}).items():  # written by every finished plugin
-            reading = folder / str(file_name)
-            if _sha256(reading) != digest:
-                return f"{file_name} changed since it was written"
-        if records_path.is_file() or summary_path.is_file():
-            reading = records_path
-            if not set(RECORD_COLUMNS) <= set(pd.read_parquet(records_path).columns):
-                return f"{records_path.name} lacks record columns"
-            reading = summary_path
-            if not set(SUMMARY_COLUMNS) <= set(pd.read_csv(summary_path).columns):
-                return f"{summary_path.name} lacks summary columns"
-    except (OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:  # json, pyarrow, pandas
-        return f"{reading.name}: {' '.join(str(exc).split())[:160] or type(exc).__name__}"
-    return None
-
-
-def _set_aside_damaged_plugins(folder: Path, running: set[str]) -> list[str]:
-    """Set aside every plugin's saved files that cannot be read, one notice each: a plugin run now
-    scores again, another is left out of the folder's tables until it is run again."""
-    from geoxai.files import set_aside
-
-    notices = []
-    for info_path in sorted(folder.glob("*.json")):
-        name = info_path.stem
-        problem = _plugin_state_problem(folder, name)
-        if problem is None:
-            continue
-        moved = [set_aside(path).name for path in _plugin_files(folder, name) if path.exists()]
-        then = "it is scored again now" if name in running else f"run it again with --plugins {name}"
-        notices.append(f"plugin {name}: its saved results in {folder} are damaged ({problem}); set aside as "
-                       f"{', '.join(moved)}; {then}")
-    return notices
-
-
-def _run_plugin(cls: type[Plugin], pairs: dict[str, list[Pair]], ctx: EvaluationContext, folder: Path,
+def _run_plugin(cls: type[Plugin], pairs: dict[str, list[Pair]], ctx: EvaluationContext, folder: EvaluationFolder,
                 state: Mapping[str, Any], errors: list[dict]) -> PluginOutcome:
     """Score one plugin (or reuse its finished records in this folder); failures are recorded, not raised."""
-    from geoxai.files import atomic_write_text
-
+    reused = folder.reusable(cls)
+    if reused is not None:
+        return reused
     info = cls.info()
-    records_path, summary_path, info_path = _plugin_files(folder, cls.name)
-    if info_path.is_file() and records_path.is_file() and summary_path.is_file():
-        done = json.loads(info_path.read_text())
-        if done.get("version") == info["version"] and done.get("status") == "ok":
-            return PluginOutcome(cls.name, "reused", records=int(done.get("records", 0)), info=done)
     started = time.time()
     try:
         plugin = cls()
         given = [pair for pairing in cls.pairings for pair in pairs.get(pairing, [])]
         records = to_long_records(cls, plugin.score(given, ctx))
         _check_every_pair_scored(cls, given, records)
-        summary = plugin.summarize(records, ctx)
-        summary = _checked_summary(cls, summary)
+        summary = _checked_summary(cls, plugin.summarize(records, ctx))
     except Exception as exc:  # isolation: one plugin's failure never stops the others
         errors.append(_error_row(cls.name, "score", exc))
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return PluginOutcome(cls.name, "failed", seconds=time.time() - started, error=text, info=info)
-    _write_frame(records_path, records, parquet=True)
-    _write_frame(summary_path, summary)
-    seconds = time.time() - started
-    done = {**info, "status": "ok", "records": int(len(records)), "seconds": round(seconds, 2),
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "sha256": {path.name: _sha256(path) for path in (records_path, summary_path)}}
-    atomic_write_text(info_path, json.dumps(done, indent=1))
-    return PluginOutcome(cls.name, "ok", records=len(records), seconds=seconds, info=done)
+    return folder.save(info, records, summary, time.time() - started)
 
 
 def _check_every_pair_scored(cls: type[Plugin], given: list[Pair], records: pd.DataFrame) -> None:
@@ -700,27 +527,6 @@ def _checked_summary(cls: type[Plugin], summary: pd.DataFrame) -> pd.DataFrame:
     summary.loc[few, ["ci_low", "ci_high"]] = float("nan")
     return summary[list(SUMMARY_COLUMNS)].reset_index(drop=True)
 
-
-def _collect(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every finished plugin's records and summary rows in this EVAL folder."""
-    from geoxai.evaluation.plugin import RECORD_COLUMNS
-
-    records, summaries = [], []
-    for info_file in sorted(folder.glob("*.json")):
-        name = info_file.stem
-        if (folder / f"{name}.parquet").is_file() and (folder / f"{name}.summary.csv").is_file():
-            records.append(pd.read_parquet(folder / f"{name}.parquet"))
-            summaries.append(pd.read_csv(folder / f"{name}.summary.csv", dtype={"higher_is_better": object,
-                                                                                "definition": object}))
-    record_frame = pd.concat(records, ignore_index=True) if records else pd.DataFrame(columns=list(RECORD_COLUMNS))
-    summary_frame = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame(columns=list(SUMMARY_COLUMNS))
-    if "higher_is_better" in summary_frame:  # True / False / None, never 1.0 / 0.0 after a concat
-        summary_frame["higher_is_better"] = [{"true": True, "false": False}.get(str(v).strip().lower())
-                                             for v in summary_frame["higher_is_better"]]
-        summary_frame["higher_is_better"] = summary_frame["higher_is_better"].astype(object)
-    if "skip_reason" in record_frame:
-        record_frame["skip_reason"] = record_frame["skip_reason"].fillna("").astype(str)
-    return record_frame, summary_frame
 
 
 def exit_status(result: EvaluationResult) -> int:
