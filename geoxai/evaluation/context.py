@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from geoxai.data.conventions import POSITIVE_RADIUS_M
 from geoxai.domain import BANNER
 from geoxai.errors import GeoxaiError
 
@@ -29,7 +30,7 @@ class Database:
 
     paths: list[Path]
     utm: np.ndarray | None  # [N, 2], None when the names carry no coordinates
-    radius: float = 25.0
+    radius: float = POSITIVE_RADIUS_M
 
     def positives(self, utm: np.ndarray) -> list[np.ndarray]:
         """Per position, the database indices within the radius, nearest first."""

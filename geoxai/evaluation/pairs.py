@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from geoxai.data.conventions import POSITIVE_RADIUS_M
 from geoxai.evaluation.context import Database
 from geoxai.evaluation.plugin import Pair
 
@@ -52,7 +53,7 @@ def shuffled_partners(manifest: pd.DataFrame, seed: int, radius: float) -> dict[
 
 
 def build_pairs(manifest: pd.DataFrame, seed: int = 0, database: Database | None = None,
-                radius: float = 25.0) -> dict[str, list[Pair]]:
+                radius: float = POSITIVE_RADIUS_M) -> dict[str, list[Pair]]:
     """The pairs of every pairing from a run's manifest (absolute paths): ``generated``, ``shuffled``
     and, with a database whose names carry coordinates, ``reference``."""
     rows = manifest.sort_values(["query_id", "sample"])

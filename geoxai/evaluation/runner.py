@@ -36,6 +36,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from geoxai.data.conventions import POSITIVE_RADIUS_M
 from geoxai.errors import GeoxaiError, setting
 from geoxai.evaluation import artifacts
 from geoxai.evaluation.artifacts import KINDS, ArtifactPlan, ArtifactSettings
@@ -196,7 +197,7 @@ def compute_sharded(work: list[tuple[str, dict[str, Any], list[str]]], store_roo
 # ---------------------------------------------------------------------------------- evaluate
 def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, database: str | Path | None = None,
              embedder_spec: Mapping[str, Any] | None = None, batch_size: int = 32, device: str = "auto",
-             devices: int = 1, num_nodes: int = 1, seed: int = 0, radius: float = 25.0, store: Any = None,
+             devices: int = 1, num_nodes: int = 1, seed: int = 0, radius: float = POSITIVE_RADIUS_M, store: Any = None,
              progress: bool = True, num_workers: int | None = None, label: str | None = None,
              segmenter_spec: Mapping[str, Any] | None = None) -> EvaluationResult:
     """Evaluate the GenerationRun ``run`` with ``plugins`` into the EVAL folder ``out`` (see module doc)."""

@@ -12,6 +12,7 @@ from geoxai.data.conventions import POSITIVE_RADIUS_M
 from geoxai.data.info import dataset_info
 from geoxai.data.vpr import VPRTestSet
 from geoxai.evaluation.pairs import build_pairs
+from geoxai.evaluation.runner import evaluate
 from geoxai.retrieval import RetrievalResult, evaluate_retrieval
 from geoxai.runs import GenerationRun
 
@@ -30,7 +31,7 @@ def radius_options(group: click.Group, prefix: str = "") -> dict[str, object]:
 def test_every_radius_default_is_the_positive_radius():
     assert POSITIVE_RADIUS_M == 25.0  # the community's convention
     defaults = {f.__qualname__: inspect.signature(f).parameters["radius"].default
-                for f in (VPRTestSet, dataset_info, evaluate_retrieval, GenerationRun.pairs, build_pairs)}
+                for f in (VPRTestSet, dataset_info, evaluate_retrieval, GenerationRun.pairs, build_pairs, evaluate)}
     defaults["RetrievalResult.radius"] = RetrievalResult.__dataclass_fields__["radius"].default
     options = radius_options(cli)
     assert {"data info", "retrieve", "evaluate"} <= set(options)
