@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, did_you_mean
 
 MAX_YAML_BYTES = 4 * 2**20  # geoxai's configs and run.yaml files are a few KB
 
@@ -127,7 +127,6 @@ def merge(defaults: dict[str, Any], config: dict[str, Any], where: str = "config
     out = copy.deepcopy(defaults)
     for key, value in config.items():
         if key not in defaults:
-            from geoxai.registry import did_you_mean
 
             raise GeoxaiError(
                 f"{where}: unknown key {key!r}.{did_you_mean(key, list(defaults))} "

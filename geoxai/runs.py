@@ -232,19 +232,6 @@ class GenerationRun:
         run._rows = {key: row for key, row in run._rows.items() if key not in set(absent)}
         return run
 
-    def pairs(self, pairing: str, seed: int = 0, database: Any = None, radius: float = 25.0) -> list:
-        """The pairs of ``pairing`` (``generated``, ``shuffled``, ``reference``) that plugins score.
-
-        ``database`` (a ``geoxai.evaluation.context.Database``) is needed for ``reference``: the
-        nearest database photo within ``radius`` of each query. See ``geoxai.evaluation.pairs``.
-        """
-        from geoxai.evaluation.pairs import build_pairs
-        from geoxai.evaluation.plugin import PAIRINGS
-
-        if pairing not in PAIRINGS:
-            raise GeoxaiError(f"pairing {pairing!r}: use one of {', '.join(PAIRINGS)}")
-        return build_pairs(self.manifest(absolute=True), seed, database, radius)[pairing]
-
     def identity(self) -> str:
         """A hash of the settings that determine the images (what an evaluation folder is bound to).
 

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from geoxai.errors import GeoxaiError
-from geoxai.registry import did_you_mean
+from geoxai.errors import GeoxaiError, did_you_mean
 
 
 @dataclass(frozen=True)

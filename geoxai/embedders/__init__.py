@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from geoxai.embedders.base import Embedder
 from geoxai.embedders.specs import SIDECAR, read_spec, write_sidecar
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, did_you_mean
 
 __all__ = ["Embedder", "load", "from_spec", "names", "read_spec", "write_sidecar", "SIDECAR"]
 
@@ -32,7 +32,7 @@ def load(name: str = "cosplace", **options: Any) -> Embedder:
     Unknown options are a ``GeoxaiError`` listing the accepted ones, not a ``TypeError``.
     """
     from geoxai import pretrained
-    from geoxai.registry import EMBEDDERS, did_you_mean
+    from geoxai.registry import EMBEDDERS
     from geoxai.registry import load as load_entry
 
     if name not in names() and pretrained.is_shipped(name, "embedder"):

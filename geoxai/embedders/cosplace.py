@@ -24,7 +24,7 @@ from geoxai.devices import resolve_device
 from geoxai.data.images import resize_center_crop
 from geoxai.embedders.base import IMAGENET_MEAN, IMAGENET_STD, Embedder
 from geoxai.embedders.layers import GeM, L2Norm
-from geoxai.errors import GeoxaiError, setting
+from geoxai.errors import GeoxaiError, did_you_mean, setting
 from geoxai.weights import check_state_dict, read_weights
 
 
@@ -62,7 +62,6 @@ def backbone_name(name: str) -> str:
     """Canonical lower-case backbone name; accepts the release's spelling (``ResNet50``)."""
     key = str(name).lower()
     if key not in BACKBONES:
-        from geoxai.registry import did_you_mean
 
         raise GeoxaiError(f"{setting('backbone')} {name!r}: not a CosPlace backbone.{did_you_mean(key, list(BACKBONES))} "
                           f"Choose one of {', '.join(BACKBONES)}")

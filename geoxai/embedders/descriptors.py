@@ -81,7 +81,7 @@ def embed_files(embedder: Any, paths: Sequence[str | Path], batch_size: int = 32
             sizes.put_many({k: np.asarray(s, dtype=np.int32) for k, s in zip(keys, batch["sizes"])
                             if k not in sizes})
 
-    from geoxai.data.digests import file_digests
+    from geoxai.store import file_digests
 
     digests = file_digests(paths, progress=progress, store=store)
     digest_of = dict(zip(paths, digests))

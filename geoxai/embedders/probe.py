@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from geoxai.errors import GeoxaiError, setting
-from geoxai.evaluation.statistics import bootstrap_ci
+from geoxai.statistics import bootstrap_ci
 
 FACTORS = ("sky", "lighting", "vehicles", "pedestrians", "signs", "camera")
 REVISIT, OTHER_PLACE = "all (re-visit)", "different place"

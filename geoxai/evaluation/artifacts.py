@@ -119,7 +119,7 @@ class SegmentationArtifact:
                 progress: bool = True, desc: str = "segmentation") -> ImageArtifacts:
         from tqdm.auto import tqdm
 
-        from geoxai.data.digests import file_digests
+        from geoxai.store import file_digests
 
         segmenter = self.segmenter
         namespace = store.namespace(self.kind, segmenter.identity(), {"inference": segmenter.inference, "version": 1})

@@ -38,7 +38,7 @@ from geoxai.errors import GeoxaiError, setting
 from geoxai.evaluation.context import Database, EvaluationContext, merge_notices
 from geoxai.evaluation.pairs import build_pairs
 from geoxai.evaluation.plugin import PAIRINGS, Pair, Plugin, PluginOutcome, check_plugin_class, to_long_records
-from geoxai.evaluation.statistics import ONE_QUERY
+from geoxai.statistics import ONE_QUERY
 
 FORMAT = "geoxai.evaluation/1"
 STATE_FILE, RESULTS_FILE = "evaluation.json", "results.json"
@@ -399,7 +399,7 @@ def evaluate(run: str | Path, plugins: str | Sequence[str], out: str | Path, dat
                 errors.append(_error_row("", "image", error))
             unreadable.add(Path(path))
     if not work:  # plugins that read pixels only still need every image's digest, and images that decode
-        from geoxai.data.digests import file_digests
+        from geoxai.store import file_digests
         from geoxai.data.images import load_rgb
         from geoxai.errors import UnreadableImageError
 

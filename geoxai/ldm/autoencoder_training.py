@@ -126,7 +126,8 @@ def _lpips(weight: float) -> tuple[torch.nn.Module | None, str]:
     why (warned once per process): training goes on with L1 + KL rather than downloading."""
     if weight <= 0:
         return None, "off (loss.lpips_weight: 0)"
-    from geoxai.evaluation.perceptual import PerceptualUnavailable, lpips_model
+    from geoxai.evaluation.perceptual import (  # upward import: the same no-download LPIPS the evaluation uses
+        PerceptualUnavailable, lpips_model)
 
     try:
         metric = lpips_model("vgg")

@@ -1,6 +1,6 @@
 """What every segmenter offers, so plugins never depend on one model's label set.
 
-A segmenter maps images to label maps in the canonical ids of ``geoxai.segmentation.labels`` and
+A segmenter maps images to label maps in the canonical ids of ``geoxai.labels`` and
 says which of those classes it can express (a Cityscapes model has no ``window``; an ADE20K one
 does). Backends register under the ``geoxai.segmenters`` entry-point group, like embedders and
 plugins, and are built from a spec (``{"name": "hf", "model": "..."}``) with ``load``/``from_spec``.
@@ -22,8 +22,8 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 import torch
 
-from geoxai.errors import GeoxaiError
-from geoxai.segmentation import labels as L
+from geoxai.errors import GeoxaiError, did_you_mean
+from geoxai import labels as L
 
 
 class Segmenter:
@@ -132,7 +132,7 @@ def check_classes(segmenter: Segmenter, plugin: str, needed: Sequence[int]) -> N
 
 def load(name: str, **options: Any) -> Segmenter:
     """The segmenter registered as ``name`` (or ``module:Class`` / ``file.py:Class``) built with ``options``."""
-    from geoxai.registry import SEGMENTERS, did_you_mean
+    from geoxai.registry import SEGMENTERS
     from geoxai.registry import load as load_entry
 
     cls = load_entry(SEGMENTERS, name)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from geoxai.errors import GeoxaiError
-from geoxai.segmentation import labels as L
+from geoxai import labels as L
 from geoxai.segmentation.base import Segmenter
 
 MODEL_TYPES = ("auto", "vit_b", "vit_l", "vit_h", "tiny")

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geoxai.errors import GeoxaiError
-from geoxai.segmentation import labels as L
+from geoxai.errors import GeoxaiError, did_you_mean
+from geoxai import labels as L
 from geoxai.segmentation.base import Segmenter
 
 WEIGHTS_NAME = "segmenter.safetensors"
@@ -87,7 +87,6 @@ class SegmentationNet(nn.Module):
             self.body = torchvision.models.get_model(architecture, weights=None, weights_backbone=None,
                                                      num_classes=num_classes)
         else:
-            from geoxai.registry import did_you_mean
 
             raise GeoxaiError(f"segmenter architecture {architecture!r} is not one of {', '.join(ARCHITECTURES)}."
                               f"{did_you_mean(str(architecture), list(ARCHITECTURES))}")

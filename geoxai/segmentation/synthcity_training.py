@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from geoxai.config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, WHOLE_OR_OFF, Number, check_values, merge
-from geoxai.errors import GeoxaiError, UnreadableImageError, config_key
-from geoxai.segmentation import labels as L
+from geoxai.errors import GeoxaiError, UnreadableImageError, config_key, did_you_mean
+from geoxai import labels as L
 from geoxai.segmentation.synthcity import ARCHITECTURES, SegmentationNet, network_config, size_factor
 from geoxai.trainer import CHECKPOINT_NAME, TRAINER_DEFAULTS, TRAINER_RULES, check_finite_loss
 
@@ -107,7 +107,6 @@ def training_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise GeoxaiError("segmenter config: data.train_dirs is empty; list the image folders to train on "
                           "(e.g. worlds/synthcity/train)")
     if model["architecture"] not in ARCHITECTURES:
-        from geoxai.registry import did_you_mean
 
         raise GeoxaiError(f"segmenter config: model.architecture {model['architecture']!r} is not one of "
                           f"{', '.join(ARCHITECTURES)}.{did_you_mean(str(model['architecture']), list(ARCHITECTURES))}")

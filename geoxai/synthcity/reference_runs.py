@@ -39,9 +39,8 @@ import yaml
 from PIL import Image
 from tqdm.auto import tqdm
 
-from geoxai.errors import GeoxaiError, UnreadableImageError, setting
+from geoxai.errors import GeoxaiError, UnreadableImageError, did_you_mean, setting
 from geoxai.files import atomic_save_image, atomic_write_text
-from geoxai.registry import did_you_mean
 from geoxai.runs import GenerationRun, QueryItem, plan_queries, sample_seed
 from geoxai.synthcity.render import SynthCity
 from geoxai.synthcity.world import PARAMS_FILE
