@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from geoxai.errors import GeoxaiError, did_you_mean
+from geoxai.errors import GeoxaiError, config_key, did_you_mean
 
 MAX_YAML_BYTES = 4 * 2**20  # geoxai's configs and run.yaml files are a few KB
 
@@ -219,8 +219,6 @@ class Number:
 def check_values(config: Mapping[str, Any], rules: Mapping[str, Number]) -> None:
     """Check every ``dotted.key`` of ``rules`` present in ``config``; the first bad value is one
     line naming the key (with the config file under ``geoxai train``) and what to give instead."""
-    from geoxai.errors import config_key
-
     for key, rule in rules.items():
         node: Any = config
         for part in key.split("."):

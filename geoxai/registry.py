@@ -14,6 +14,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from geoxai import pretrained
 from geoxai.errors import GeoxaiError, did_you_mean
 
 EMBEDDERS = "geoxai.embedders"
@@ -96,8 +97,6 @@ def load(group: str, name: str) -> Any:
         singular = kind[:-1] if kind.endswith("s") else kind
         shipped: list[str] = []
         if singular in ("embedder", "segmenter"):
-            from geoxai import pretrained
-
             shipped = [n for n in pretrained.names(singular) if n not in eps]
         listed = ", ".join([*known, *(f"{n} (shipped model)" for n in shipped)])
         raise GeoxaiError(

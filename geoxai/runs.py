@@ -29,8 +29,10 @@ import yaml
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from geoxai.config import read_yaml
 from geoxai.errors import GeoxaiError, OutputError, UnreadableImageError
-from geoxai.files import atomic_save_image, atomic_write_text
+from geoxai.files import atomic_save_image, atomic_write_text, make_folder
+import geoxai
 
 RUN_FILE, MANIFEST_FILE, QUERIES_FILE, SAMPLES_FOLDER = "run.yaml", "manifest.csv", "queries.csv", "samples"
 FORMAT = "geoxai.generation-run/1"
@@ -125,8 +127,6 @@ def _now() -> str:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    from geoxai.config import read_yaml
-
     data = read_yaml(path, "run.yaml of a GenerationRun")
     if not isinstance(data, dict):
         raise GeoxaiError(f"{path}: run.yaml must be a mapping of settings; fix it or use a new --out")
@@ -157,8 +157,6 @@ class GenerationRun:
     @classmethod
     def create(cls, root: str | Path, settings: Mapping[str, Any], resume: bool = True) -> GenerationRun:
         """Start a run in ``root``, or resume the run there when it was made with the same settings."""
-        import geoxai
-
         root = Path(root)
         settings = _plain(dict(settings))
         run_file = root / RUN_FILE
@@ -184,7 +182,6 @@ class GenerationRun:
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise GeoxaiError(f"{root} is not empty and is not a GenerationRun (no run.yaml); "
                               "choose a new or empty --out folder")
-        from geoxai.files import make_folder
 
         make_folder(root, "--out")
         full = {"format": FORMAT, **settings, "geoxai_version": geoxai.__version__, "created": _now()}

@@ -24,7 +24,9 @@ from geoxai.devices import resolve_device
 from geoxai.data.images import resize_center_crop
 from geoxai.embedders.base import IMAGENET_MEAN, IMAGENET_STD, Embedder
 from geoxai.embedders.layers import GeM, L2Norm
+from geoxai.embedders.specs import write_sidecar
 from geoxai.errors import GeoxaiError, did_you_mean, setting
+from geoxai.files import atomic_path
 from geoxai.weights import check_state_dict, read_weights
 
 
@@ -262,9 +264,6 @@ class CosPlaceEmbedder(Embedder):
 
     def save(self, path: str | Path) -> Path:
         """Write the weights in the release layout and an ``embedder.yaml`` spec beside them."""
-        from geoxai.embedders.specs import write_sidecar
-        from geoxai.files import atomic_path
-
         path = Path(path)
         state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
         with atomic_path(path) as tmp:
