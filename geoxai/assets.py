@@ -22,8 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geoxai import pretrained
 from geoxai.errors import GeoxaiError, settings_from
-from geoxai.evaluation.perceptual import INCEPTION_FILE
+from geoxai.evaluation import perceptual
+from geoxai.evaluation.perceptual import INCEPTION_FILE, hub_checkpoints
+from geoxai.evaluation.runner import load_plugin, parse_plugins
+from geoxai.segmentation.base import read_segmenter_spec
+from geoxai.segmentation.sam import CHECKPOINT_URL, RELEASES
 
 FOUND, MISSING, MISMATCH = "found", "missing", "mismatch"
 NOT_PUBLISHED = "size/hash not published: not verified"
@@ -206,7 +211,6 @@ def embedder_assets(spec: Mapping[str, Any], needed_by: str, key: str = "weights
 
 
 def _embedder_assets(spec: Mapping[str, Any], needed_by: str, key: str) -> list[Asset]:
-    from geoxai import pretrained
     from geoxai.embedders import cosplace
 
     weights = spec.get("weights")
@@ -229,7 +233,6 @@ def _embedder_assets(spec: Mapping[str, Any], needed_by: str, key: str) -> list[
 
 def autoencoder_assets(section: Mapping[str, Any], needed_by: str, key: str = "autoencoder.path") -> list[Asset]:
     """The autoencoder an ``autoencoder:`` section names: a CompVis file, a diffusers folder or a hub id."""
-    from geoxai import pretrained
     from geoxai.ldm.autoencoder import (
         SINGLE_FILE_SUFFIXES,
         autoencoder_source,
@@ -256,7 +259,6 @@ def imagenet_asset(backbone: str, needed_by: str) -> Asset:
     import torchvision
 
     from geoxai.embedders.cosplace import backbone_name
-    from geoxai.evaluation.perceptual import hub_checkpoints
 
     url = torchvision.models.get_model_weights(backbone_name(backbone))["IMAGENET1K_V1"].url
     return Asset(f"{backbone} ImageNet weights (torchvision)", needed_by, hub_checkpoints() / Path(url).name, url,
@@ -298,9 +300,6 @@ def config_assets(path: Path, overrides: Sequence[str] = ()) -> list[Asset]:
 def plugin_assets(plugins: str) -> list[Asset]:
     """The perceptual weights the plugins declare in their ``models`` (matched by source URL)."""
     import torchvision
-
-    from geoxai.evaluation import perceptual
-    from geoxai.evaluation.runner import load_plugin, parse_plugins
 
     lpips_urls = {torchvision.models.get_model_weights(model).DEFAULT.url: net
                   for net, model in perceptual.LPIPS_BACKBONES.items()}
@@ -348,8 +347,6 @@ def segmenter_assets(spec: Mapping[str, Any], needed_by: str) -> list[Asset]:
                           check=_hf_folder_check(processor=True))]
         return [_hf_cache_asset(model, f"segmentation model {model}", f"{needed_by}: model", processor=True)]
     if name == "sam":
-        from geoxai.segmentation.sam import CHECKPOINT_URL, RELEASES
-
         path = Path(str(spec.get("checkpoint") or "")).expanduser()
         out = [Asset("SAM checkpoint", f"{needed_by}: checkpoint", path,
                      CHECKPOINT_URL.format(file=path.name) if path.name in PUBLISHED else RELEASES)]
@@ -372,8 +369,6 @@ def collect(configs: Sequence[Path] = (), plugins: str | None = None, segmenter_
     if plugins is not None:
         assets += plugin_assets(plugins)
     if segmenter_config is not None:
-        from geoxai.segmentation.base import read_segmenter_spec
-
         assets += segmenter_assets(read_segmenter_spec(segmenter_config), f"--segmenter-config {segmenter_config}")
     unique: dict[tuple[Path, str], Asset] = {}
     for asset in assets:

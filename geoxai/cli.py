@@ -447,7 +447,7 @@ def pretrained_group(ctx: click.Context) -> None:
 def pretrained_build(name: str, embedder_dir: Path, checkpoint: Path, segmenter_dir: Path, cards: Path | None,
                      guidance: float | None, out: Path | None) -> None:
     """Pack trained models as the shipped set NAME: fp16 safetensors and a model card each (docs/pretrained.md)."""
-    from geoxai.pretrained.build import build
+    from geoxai.pretrained_build import build
 
     click.echo(f"written: {build(name, embedder_dir, checkpoint, segmenter_dir, out=out, cards=cards, guidance=guidance)}")
 

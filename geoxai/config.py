@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, config_key, did_you_mean
 
 MAX_YAML_BYTES = 4 * 2**20  # geoxai's configs and run.yaml files are a few KB
 
@@ -127,7 +127,6 @@ def merge(defaults: dict[str, Any], config: dict[str, Any], where: str = "config
     out = copy.deepcopy(defaults)
     for key, value in config.items():
         if key not in defaults:
-            from geoxai.registry import did_you_mean
 
             raise GeoxaiError(
                 f"{where}: unknown key {key!r}.{did_you_mean(key, list(defaults))} "
@@ -220,8 +219,6 @@ class Number:
 def check_values(config: Mapping[str, Any], rules: Mapping[str, Number]) -> None:
     """Check every ``dotted.key`` of ``rules`` present in ``config``; the first bad value is one
     line naming the key (with the config file under ``geoxai train``) and what to give instead."""
-    from geoxai.errors import config_key
-
     for key, rule in rules.items():
         node: Any = config
         for part in key.split("."):

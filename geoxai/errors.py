@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import difflib
 from typing import Iterator
 
 
@@ -70,3 +71,9 @@ def command_line_settings() -> Iterator[None]:
         yield
     finally:
         _SECTION.reset(token)
+
+
+def did_you_mean(name: str, candidates: list[str]) -> str:
+    """A ' did you mean ...?' suffix, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+    return f" did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

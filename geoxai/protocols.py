@@ -30,7 +30,7 @@ from geoxai.synthcity.world import (
     world_splits,
 )
 from geoxai.data.vpr import list_images
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, did_you_mean
 
 UNSEEN_PLACES, SEEN_MAP = "unseen-places", "seen-map"
 PROTOCOLS = (UNSEEN_PLACES, SEEN_MAP)
@@ -47,7 +47,6 @@ def held_out_split(folder: str | Path) -> str | None:
 
 def check_protocol(protocol: str) -> str:
     if protocol not in PROTOCOLS:
-        from geoxai.registry import did_you_mean
 
         raise GeoxaiError(f"protocol {protocol!r}: use {' or '.join(PROTOCOLS)}.{did_you_mean(str(protocol), list(PROTOCOLS))}")
     return protocol

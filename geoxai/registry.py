@@ -7,7 +7,6 @@ that a component under development can be used before it is packaged.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import sys
@@ -15,7 +14,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from geoxai.errors import GeoxaiError
+from geoxai import pretrained
+from geoxai.errors import GeoxaiError, did_you_mean
 
 EMBEDDERS = "geoxai.embedders"
 SEGMENTERS = "geoxai.segmenters"
@@ -47,12 +47,6 @@ def registered(group: str) -> dict[str, Any]:
 def names(group: str) -> list[str]:
     """Sorted registered names of ``group``."""
     return sorted(registered(group))
-
-
-def did_you_mean(name: str, candidates: list[str]) -> str:
-    """A ' did you mean ...?' suffix, or '' when nothing is close."""
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
-    return f" did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
 def _load_file(spec: str) -> Any:
@@ -103,8 +97,6 @@ def load(group: str, name: str) -> Any:
         singular = kind[:-1] if kind.endswith("s") else kind
         shipped: list[str] = []
         if singular in ("embedder", "segmenter"):
-            from geoxai import pretrained
-
             shipped = [n for n in pretrained.names(singular) if n not in eps]
         listed = ", ".join([*known, *(f"{n} (shipped model)" for n in shipped)])
         raise GeoxaiError(

@@ -17,7 +17,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from geoxai.data.conventions import POSITIVE_RADIUS_M
-from geoxai.errors import GeoxaiError
+from geoxai.data.digests import find_duplicates
+from geoxai.domain import check_domain, embedder_model
+from geoxai.errors import GeoxaiError, setting
 
 RECALL_NS = (1, 5, 10, 20)
 
@@ -211,8 +213,6 @@ def _write_outputs(out: Path, result: RetrievalResult, queries_paths: Sequence[P
 
 def check_trained(embedder: Any, spec: Mapping[str, Any]) -> None:
     """Refuse an untrained (random) embedder unless ``weights: random`` asked for it by name."""
-    from geoxai.errors import setting
-
     if embedder.random_weights and str(spec.get("weights")) != "random":
         raise GeoxaiError(f"no {setting('weights')} given, so the embedder would be an untrained random network; "
                           f"give {setting('weights')} FILE (or hub for released weights), or "
@@ -229,10 +229,8 @@ def evaluate_retrieval(dataset: str | Path, spec: Mapping[str, Any], out: str | 
     images are found. With ``out``, writes ``recalls.csv`` (labels only), ``predictions.csv`` (one
     row per query) and the descriptors; the output folder is checked before any work.
     """
-    from geoxai.data.digests import find_duplicates
     from geoxai.synthcity.world import check_world_complete
     from geoxai.data.vpr import VPRTestSet
-    from geoxai.domain import check_domain, embedder_model
     from geoxai.embedders import from_spec
     from geoxai.embedders.descriptors import embed_files
 

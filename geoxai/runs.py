@@ -29,9 +29,10 @@ import yaml
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from geoxai.data.conventions import POSITIVE_RADIUS_M
+from geoxai.config import read_yaml
 from geoxai.errors import GeoxaiError, OutputError, UnreadableImageError
-from geoxai.files import atomic_save_image, atomic_write_text
+from geoxai.files import atomic_save_image, atomic_write_text, make_folder
+import geoxai
 
 RUN_FILE, MANIFEST_FILE, QUERIES_FILE, SAMPLES_FOLDER = "run.yaml", "manifest.csv", "queries.csv", "samples"
 FORMAT = "geoxai.generation-run/1"
@@ -126,8 +127,6 @@ def _now() -> str:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    from geoxai.config import read_yaml
-
     data = read_yaml(path, "run.yaml of a GenerationRun")
     if not isinstance(data, dict):
         raise GeoxaiError(f"{path}: run.yaml must be a mapping of settings; fix it or use a new --out")
@@ -158,8 +157,6 @@ class GenerationRun:
     @classmethod
     def create(cls, root: str | Path, settings: Mapping[str, Any], resume: bool = True) -> GenerationRun:
         """Start a run in ``root``, or resume the run there when it was made with the same settings."""
-        import geoxai
-
         root = Path(root)
         settings = _plain(dict(settings))
         run_file = root / RUN_FILE
@@ -185,7 +182,6 @@ class GenerationRun:
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise GeoxaiError(f"{root} is not empty and is not a GenerationRun (no run.yaml); "
                               "choose a new or empty --out folder")
-        from geoxai.files import make_folder
 
         make_folder(root, "--out")
         full = {"format": FORMAT, **settings, "geoxai_version": geoxai.__version__, "created": _now()}
@@ -232,19 +228,6 @@ class GenerationRun:
         run.missing = [str(run.resolve(run._rows[key]["image_path"])) for key in absent]
         run._rows = {key: row for key, row in run._rows.items() if key not in set(absent)}
         return run
-
-    def pairs(self, pairing: str, seed: int = 0, database: Any = None, radius: float = POSITIVE_RADIUS_M) -> list:
-        """The pairs of ``pairing`` (``generated``, ``shuffled``, ``reference``) that plugins score.
-
-        ``database`` (a ``geoxai.evaluation.context.Database``) is needed for ``reference``: the
-        nearest database photo within ``radius`` of each query. See ``geoxai.evaluation.pairs``.
-        """
-        from geoxai.evaluation.pairs import build_pairs
-        from geoxai.evaluation.plugin import PAIRINGS
-
-        if pairing not in PAIRINGS:
-            raise GeoxaiError(f"pairing {pairing!r}: use one of {', '.join(PAIRINGS)}")
-        return build_pairs(self.manifest(absolute=True), seed, database, radius)[pairing]
 
     def identity(self) -> str:
         """A hash of the settings that determine the images (what an evaluation folder is bound to).

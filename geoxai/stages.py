@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from geoxai.errors import GeoxaiError
-from geoxai.registry import did_you_mean
+from geoxai.errors import GeoxaiError, did_you_mean, settings_from
 
 
 @dataclass(frozen=True)
@@ -83,8 +82,6 @@ def run_stage(config: dict[str, Any], resume: bool = False, where: str = "config
 
     Errors about config keys name ``where`` (the config file) and the key, not command-line flags.
     """
-    from geoxai.errors import settings_from
-
     stage = get_stage(config.get("stage"), where)
     with settings_from("", where):
         return stage.run(config, resume)

@@ -2,7 +2,7 @@
 
 Descriptors, segmentations, colour statistics: every per-image result of a frozen model is stored
 under a *namespace* (the kind of artifact, the backend's identity and the settings that change the
-result) and keyed by the image's *content* (sha256 of its bytes, ``geoxai.data.digests``). So an
+result) and keyed by the image's *content* (sha256 of its bytes, ``file_digests``). So an
 image is processed once whatever its name, however many samples or plugins read it, and a renamed
 or copied dataset reuses everything; another model or setting gets another namespace.
 
@@ -24,6 +24,7 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -303,8 +304,6 @@ def compute_for_images(namespace: Namespace, paths: Sequence[str | Path],
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from geoxai.data.digests import file_digests
-
     paths = [Path(p) for p in paths]
     keys = list(digests) if digests is not None else file_digests(paths, progress=progress)
     first_path: dict[str, Path] = {}
@@ -344,3 +343,57 @@ def compute_for_images(namespace: Namespace, paths: Sequence[str | Path],
                               "it; is the store being cleared by another process?")
     unreadable = [(path, skipped[key]) for path, key in zip(paths, keys, strict=True) if key in skipped]
     return ImageArtifacts(keys=keys, values=values, skipped=unreadable, computed=computed)
+
+
+_BLOCK = 1 << 20
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 (hex) of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stat_key(path: Path) -> str | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return hashlib.sha1(f"{os.path.abspath(path)}\t{stat.st_size}\t{stat.st_mtime_ns}".encode()).hexdigest()
+
+
+def _digest_or_missing(path: Path) -> str:
+    try:
+        return file_digest(path)
+    except OSError:  # a vanished or unreadable file: its own key, so loading it reports the error
+        return "unreadable:" + hashlib.sha256(os.path.abspath(path).encode()).hexdigest()
+
+
+def file_digests(paths: Sequence[str | Path], progress: bool = False, store: object | None = None) -> list[str]:
+    """Content digests of ``paths`` in order, remembered in the artifact store by path, size and mtime."""
+    from tqdm.auto import tqdm
+
+    paths = [Path(p) for p in paths]
+    memory = (store or ArtifactStore()).namespace("digest", "sha256", {})
+    stat_keys = [_stat_key(p) for p in paths]
+    known = {k for k in stat_keys if k is not None and k in memory}
+    todo = [i for i, k in enumerate(stat_keys) if k is None or k not in known]
+    found: dict[int, str] = {}
+    if todo:
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool, \
+                tqdm(total=len(todo), desc="hashing", unit="img", disable=not progress or len(todo) < 2000) as bar:
+            for start in range(0, len(todo), 4096):
+                chunk = todo[start:start + 4096]
+                for i, digest in zip(chunk, pool.map(_digest_or_missing, [paths[i] for i in chunk]), strict=True):
+                    found[i] = digest
+                bar.update(len(chunk))
+                new = {stat_keys[i]: np.frombuffer(bytes.fromhex(found[i]), dtype=np.uint8) for i in chunk
+                       if stat_keys[i] is not None and not found[i].startswith("unreadable:")}
+                memory.put_many(new)
+    out = []
+    for i, key in enumerate(stat_keys):
+        out.append(found[i] if i in found else bytes(memory.get(key)).hex())
+    return out

@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from geoxai.config import COUNT, Number, merge
+from geoxai.config import COUNT, Number, check_values, merge
 from geoxai.errors import GeoxaiError
+from geoxai.weights import read_weights
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "accelerator": "auto",
@@ -69,8 +70,6 @@ def resolve_precision(precision: str) -> str:
 def trainer_settings(section: dict[str, Any] | None, where: str = "trainer") -> dict[str, Any]:
     """Validate a ``trainer:`` section against the defaults (unknown keys are errors, and so are
     numbers outside ``TRAINER_RULES``)."""
-    from geoxai.config import check_values
-
     settings = merge(TRAINER_DEFAULTS, section or {}, where)
     check_values({"trainer": settings}, TRAINER_RULES)
     return settings
@@ -94,8 +93,6 @@ class SafeCheckpointIO(_checkpoint_io_base()):
             super().save_checkpoint(checkpoint, tmp, storage_options)
 
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
-        from geoxai.weights import read_weights
-
         return read_weights(path, "--resume", map_location=map_location or "cpu")
 
 

@@ -106,7 +106,7 @@ class DiversityPlugin(Plugin):
 
     def summarize(self, records: pd.DataFrame, ctx: Any) -> pd.DataFrame:
         """Per-pair distances as usual, plus per distance the generated / reference spread ratio."""
-        from geoxai.evaluation.statistics import per_query_means, summarize_records
+        from geoxai.statistics import per_query_means, summarize_records
 
         summary = summarize_records(records, seed=ctx.seed)
         means = per_query_means(records)

@@ -125,7 +125,7 @@ class FidelityPlugin(Plugin):
     # ------------------------------------------------------------------------------ per set
     def summarize(self, records: pd.DataFrame, ctx: Any) -> pd.DataFrame:
         """Per-pair metrics as usual, plus one row per set-level metric and pairing."""
-        from geoxai.evaluation.statistics import summarize_records
+        from geoxai.statistics import summarize_records
 
         summary = summarize_records(records, seed=ctx.seed)
         rows = self._set_rows(ctx)

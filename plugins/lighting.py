@@ -253,7 +253,7 @@ class LightingPlugin(Plugin):
     def summarize(self, records: pd.DataFrame, ctx: Any) -> pd.DataFrame:
         """The default rows plus, per pairing, Spearman's rho between abs_delta_L and cosine over pairs,
         with a 95% CI from a seeded bootstrap over queries (their pairs resampled together)."""
-        from geoxai.evaluation.statistics import summarize_records
+        from geoxai.statistics import summarize_records
 
         summary = summarize_records(records, seed=ctx.seed)
         rows = [row for pairing in ("generated", "shuffled", "reference")
@@ -265,7 +265,7 @@ class LightingPlugin(Plugin):
 def spearman_row(records: pd.DataFrame, pairing: str, seed: int) -> dict[str, Any] | None:
     """The summary row of Spearman's rho (abs_delta_L vs cosine) over one pairing's pairs, with a CI from
     a bootstrap over queries; None for a baseline pairing with too few queries."""
-    from geoxai.evaluation.statistics import rank_correlation_row
+    from geoxai.statistics import rank_correlation_row
 
     return rank_correlation_row(records, "abs_delta_L", "cosine", pairing, seed, SPEARMAN, MIN_QUERIES)
 

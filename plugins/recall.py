@@ -106,7 +106,7 @@ class RecallPlugin(Plugin):
     def _threshold(originals: np.ndarray, db: np.ndarray, positives: list[np.ndarray], ctx: Any) -> float:
         """Equal-error cosine threshold over real pairs: each original with its positives (same place)
         and with as many database images outside the radius (other places), drawn with the evaluation seed."""
-        from geoxai.evaluation.statistics import equal_error_threshold
+        from geoxai.statistics import equal_error_threshold
 
         rng = ctx.rng("recall/verification")
         same, other = [], []

@@ -34,8 +34,8 @@ from geoxai.evaluation.region_plugin import (
     PairMaps, appearance_values, class_flip_values, count_values, facade_values,
     matched_appearance_values, position_values, region_metrics, removal_values,
     segmenter_instance_maps)
-from geoxai.evaluation.statistics import rank_correlation_row
-from geoxai.segmentation import labels as L
+from geoxai.statistics import rank_correlation_row
+from geoxai import labels as L
 
 DELTA_E = "ΔE00"
 

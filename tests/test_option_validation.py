@@ -177,7 +177,7 @@ def test_the_pipeline_refuses_a_non_finite_guidance(checkpoint):
 
 
 def test_pretrained_build_refuses_a_guidance_sample_would_refuse(tmp_path):
-    from geoxai.pretrained.build import build
+    from geoxai.pretrained_build import build
 
     with pytest.raises(GeoxaiError, match="^--guidance nan: must be a finite number >= 0"):
         build("tiny", tmp_path / "embedder", tmp_path / "last.ckpt", tmp_path / "segmenter", out=tmp_path / "set",

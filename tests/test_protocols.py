@@ -176,7 +176,7 @@ def test_the_shipped_generator_records_the_worlds_it_trained_on():
 
 
 def test_a_rebuilt_set_keeps_the_worlds_of_its_checkpoint(tmp_path):
-    from geoxai.pretrained.build import _carry_worlds
+    from geoxai.pretrained_build import _carry_worlds
 
     previous = tmp_path / "geoxai.yaml"
     previous.write_text(yaml.safe_dump({"source_checkpoint": "step_1.ckpt", "training_config": {"worlds": [{"w": 1}]}}))

@@ -266,19 +266,18 @@ def test_format_summarises_the_run(tmp_path, queries):
 
 def test_pairs_of_a_run_for_every_pairing(tmp_path, queries):
     from geoxai.evaluation.context import Database
+    from geoxai.evaluation.pairs import build_pairs
 
     folder, paths = queries
     items = plan_queries(paths, folder)
     run = GenerationRun.create(tmp_path / "run", SETTINGS)
     generate(run, run.pending(items, 2))
-    reader = GenerationRun.open(tmp_path / "run")
-    generated = reader.pairs("generated")
+    manifest = GenerationRun.open(tmp_path / "run").manifest(absolute=True)
+    generated = build_pairs(manifest)["generated"]
     assert len(generated) == 2 * len(items)
     assert {(p.query_id, p.original) for p in generated} == {(i.query_id, i.query_path) for i in items}
-    shuffled = reader.pairs("shuffled", seed=1)
+    shuffled = build_pairs(manifest, seed=1)["shuffled"]
     assert all(p.partner != p.query_id for p in shuffled)  # never the query's own generation
     database = Database([items[0].query_path], np.array([[items[0].utm_east, items[0].utm_north]]))
-    reference = reader.pairs("reference", database=database)
+    reference = build_pairs(manifest, database=database)["reference"]
     assert [p.query_id for p in reference] == [items[0].query_id] and reference[0].sample == -1
-    with pytest.raises(GeoxaiError, match="pairing 'random'"):
-        reader.pairs("random")

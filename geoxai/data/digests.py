@@ -8,69 +8,11 @@ is read in full once, not on every run.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-_BLOCK = 1 << 20
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 (hex) of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _stat_key(path: Path) -> str | None:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return hashlib.sha1(f"{os.path.abspath(path)}\t{stat.st_size}\t{stat.st_mtime_ns}".encode()).hexdigest()
-
-
-def _digest_or_missing(path: Path) -> str:
-    try:
-        return file_digest(path)
-    except OSError:  # a vanished or unreadable file: its own key, so loading it reports the error
-        return "unreadable:" + hashlib.sha256(os.path.abspath(path).encode()).hexdigest()
-
-
-def file_digests(paths: Sequence[str | Path], progress: bool = False, store: object | None = None) -> list[str]:
-    """Content digests of ``paths`` in order, remembered in the artifact store by path, size and mtime."""
-    from tqdm.auto import tqdm
-
-    from geoxai.store import ArtifactStore
-
-    paths = [Path(p) for p in paths]
-    memory = (store or ArtifactStore()).namespace("digest", "sha256", {})
-    stat_keys = [_stat_key(p) for p in paths]
-    known = {k for k in stat_keys if k is not None and k in memory}
-    todo = [i for i, k in enumerate(stat_keys) if k is None or k not in known]
-    found: dict[int, str] = {}
-    if todo:
-        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool, \
-                tqdm(total=len(todo), desc="hashing", unit="img", disable=not progress or len(todo) < 2000) as bar:
-            for start in range(0, len(todo), 4096):
-                chunk = todo[start:start + 4096]
-                for i, digest in zip(chunk, pool.map(_digest_or_missing, [paths[i] for i in chunk]), strict=True):
-                    found[i] = digest
-                bar.update(len(chunk))
-                new = {stat_keys[i]: np.frombuffer(bytes.fromhex(found[i]), dtype=np.uint8) for i in chunk
-                       if stat_keys[i] is not None and not found[i].startswith("unreadable:")}
-                memory.put_many(new)
-    out = []
-    for i, key in enumerate(stat_keys):
-        out.append(found[i] if i in found else bytes(memory.get(key)).hex())
-    return out
+from geoxai.store import file_digests
 
 
 @dataclass

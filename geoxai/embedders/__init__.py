@@ -11,17 +11,18 @@ from __future__ import annotations
 import inspect
 from typing import Any, Mapping
 
+from geoxai import pretrained
+from geoxai.devices import resolve_device
 from geoxai.embedders.base import Embedder
 from geoxai.embedders.specs import SIDECAR, read_spec, write_sidecar
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, did_you_mean
+from geoxai.registry import EMBEDDERS, load as load_entry, names as group_names
 
 __all__ = ["Embedder", "load", "from_spec", "names", "read_spec", "write_sidecar", "SIDECAR"]
 
 
 def names() -> list[str]:
     """Registered embedder names (nothing is imported)."""
-    from geoxai.registry import EMBEDDERS, names as group_names
-
     return group_names(EMBEDDERS)
 
 
@@ -31,10 +32,6 @@ def load(name: str = "cosplace", **options: Any) -> Embedder:
     ``device`` works for every embedder: one whose constructor does not take it is moved there.
     Unknown options are a ``GeoxaiError`` listing the accepted ones, not a ``TypeError``.
     """
-    from geoxai import pretrained
-    from geoxai.registry import EMBEDDERS, did_you_mean
-    from geoxai.registry import load as load_entry
-
     if name not in names() and pretrained.is_shipped(name, "embedder"):
         extra = [k for k in options if k != "device"]
         if extra:
@@ -56,8 +53,6 @@ def load(name: str = "cosplace", **options: Any) -> Embedder:
         raise GeoxaiError(f"embedder {name!r}: {cls.__module__}.{cls.__qualname__} is not a "
                           "geoxai.embedders.Embedder subclass")
     if device is not None:
-        from geoxai.devices import resolve_device
-
         embedder.to(resolve_device(device))
     return embedder
 

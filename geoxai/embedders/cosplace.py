@@ -24,7 +24,9 @@ from geoxai.devices import resolve_device
 from geoxai.data.images import resize_center_crop
 from geoxai.embedders.base import IMAGENET_MEAN, IMAGENET_STD, Embedder
 from geoxai.embedders.layers import GeM, L2Norm
-from geoxai.errors import GeoxaiError, setting
+from geoxai.embedders.specs import write_sidecar
+from geoxai.errors import GeoxaiError, did_you_mean, setting
+from geoxai.files import atomic_path
 from geoxai.weights import check_state_dict, read_weights
 
 
@@ -62,7 +64,6 @@ def backbone_name(name: str) -> str:
     """Canonical lower-case backbone name; accepts the release's spelling (``ResNet50``)."""
     key = str(name).lower()
     if key not in BACKBONES:
-        from geoxai.registry import did_you_mean
 
         raise GeoxaiError(f"{setting('backbone')} {name!r}: not a CosPlace backbone.{did_you_mean(key, list(BACKBONES))} "
                           f"Choose one of {', '.join(BACKBONES)}")
@@ -263,9 +264,6 @@ class CosPlaceEmbedder(Embedder):
 
     def save(self, path: str | Path) -> Path:
         """Write the weights in the release layout and an ``embedder.yaml`` spec beside them."""
-        from geoxai.embedders.specs import write_sidecar
-        from geoxai.files import atomic_path
-
         path = Path(path)
         state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
         with atomic_path(path) as tmp:

@@ -19,8 +19,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from geoxai.data.images import ReshapeReport
+from geoxai.data.images import ImageDataset, ReshapeReport, collate_images, resize_center_crop
+from geoxai.devices import resolve_device
 from geoxai.errors import GeoxaiError, setting
+from geoxai.store import ArtifactStore, compute_for_images, file_digests
 
 DESCRIPTOR_KIND, SIZE_KIND = "descriptor", "image-size"
 PREPROCESSING = "resize-shorter-side+center-crop/antialias/1"  # part of the key: change it, recompute
@@ -56,14 +58,9 @@ def embed_files(embedder: Any, paths: Sequence[str | Path], batch_size: int = 32
     ``store``: a ``geoxai.store.ArtifactStore`` (default: the one in ``GEOXAI_CACHE``).
     ``shard=(rank, world)`` computes a share of the missing images (see ``compute_for_images``).
     """
-    from geoxai.data.images import ImageDataset, collate_images, resize_center_crop
-    from geoxai.store import ArtifactStore, compute_for_images
-
     if batch_size < 1:
         raise GeoxaiError(f"{setting('batch_size')} {batch_size}: must be at least 1")
     if device is not None:
-        from geoxai.devices import resolve_device
-
         embedder.to(resolve_device(device))
     store = store or ArtifactStore()
     identity = embedder.identity()
@@ -80,8 +77,6 @@ def embed_files(embedder: Any, paths: Sequence[str | Path], batch_size: int = 32
             keys = [digest_of[p] for p in batch_paths]
             sizes.put_many({k: np.asarray(s, dtype=np.int32) for k, s in zip(keys, batch["sizes"], strict=True)
                             if k not in sizes})
-
-    from geoxai.data.digests import file_digests
 
     digests = file_digests(paths, progress=progress, store=store)
     digest_of = dict(zip(paths, digests, strict=True))

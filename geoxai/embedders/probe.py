@@ -18,8 +18,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from geoxai.devices import resolve_device
+from geoxai.embedders import Embedder, from_spec
 from geoxai.errors import GeoxaiError, setting
-from geoxai.evaluation.statistics import bootstrap_ci
+from geoxai.retrieval import check_trained
+from geoxai.statistics import bootstrap_ci
 
 FACTORS = ("sky", "lighting", "vehicles", "pedestrians", "signs", "camera")
 REVISIT, OTHER_PLACE = "all (re-visit)", "different place"
@@ -90,7 +93,6 @@ def run_probe(spec: Mapping[str, Any] | Any, places: int = 50, seed: int = 0, si
     from tqdm.auto import tqdm
 
     from geoxai.synthcity import SynthCity
-    from geoxai.embedders import Embedder, from_spec
 
     if out is not None:
         from geoxai.files import writable_folder
@@ -99,12 +101,9 @@ def run_probe(spec: Mapping[str, Any] | Any, places: int = 50, seed: int = 0, si
 
     if isinstance(spec, Embedder):
         embedder = spec
-        from geoxai.devices import resolve_device
 
         embedder.to(resolve_device(device))
     else:
-        from geoxai.retrieval import check_trained
-
         embedder = from_spec(spec, device=device)
         check_trained(embedder, spec)
     city = SynthCity(seed=seed, size=size)

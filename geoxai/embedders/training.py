@@ -37,14 +37,22 @@ from geoxai.config import (
     merge,
     save_config,
 )
+from geoxai.config import read_yaml
 from geoxai.data.conventions import POSITIVE_RADIUS_M
-from geoxai.data.images import resize_center_crop
+from geoxai.data.images import load_tensor, resize_center_crop, unreadable_path
+from geoxai.data.vpr import read_train_set
 from geoxai.embedders.base import IMAGENET_MEAN, IMAGENET_STD
 from geoxai.embedders.cosface import CosFaceHead
 from geoxai.embedders.cosgroups import CosGroup, build_groups, describe_groups
-from geoxai.errors import GeoxaiError, UnreadableImageError
+from geoxai.embedders.cosplace import CosPlaceNet, backbone_name
+from geoxai.embedders.specs import read_spec, sidecar_path, write_sidecar
+from geoxai.errors import GeoxaiError, UnreadableImageError, settings_from
 from geoxai.files import atomic_path
+from geoxai.retrieval import evaluate_retrieval
+from geoxai.stages import STAGES
 from geoxai.trainer import CHECKPOINT_NAME, TRAINER_DEFAULTS, TRAINER_RULES, check_finite_loss, stage_info
+from geoxai.trainer import build_trainer, fit_stage, skipped_images_callback
+from geoxai.weights import read_weights
 
 DEFAULTS: dict[str, Any] = {
     "stage": "embedder",
@@ -115,8 +123,6 @@ def training_config(config: dict[str, Any]) -> dict[str, Any]:
                           "database/ and queries/); fix it or set eval.dataset_dir: null (checked before training "
                           "so that a finished run never fails at its last step)")
     from geoxai.synthcity.world import check_world_complete
-    from geoxai.embedders.cosplace import backbone_name
-    from geoxai.errors import settings_from
     from geoxai.protocols import training_worlds
 
     cfg["worlds"] = training_worlds([train_dir], "embedder")  # refuses a half-written world
@@ -137,8 +143,6 @@ def imagenet_weights_file(backbone: str) -> Path:
     """The torchvision ImageNet weights of ``backbone`` in the local torch hub cache (never downloaded)."""
     import torchvision
 
-    from geoxai.embedders.cosplace import backbone_name
-
     weights = torchvision.models.get_model_weights(backbone_name(backbone))["IMAGENET1K_V1"]
     folder = Path(torch.hub.get_dir()) / "checkpoints"
     path = folder / Path(weights.url).name
@@ -150,13 +154,9 @@ def imagenet_weights_file(backbone: str) -> Path:
 
 def build_network(model: dict[str, Any]) -> nn.Module:
     """A ``CosPlaceNet`` (random or ImageNet init) with CosPlace's layer freezing applied."""
-    from geoxai.embedders.cosplace import CosPlaceNet, backbone_name
-    from geoxai.errors import settings_from
-
     with settings_from("model"):
         name = backbone_name(model["backbone"])
     if model["pretrained"] == "imagenet":  # read here with weights_only=True, never by torchvision's loader
-        from geoxai.weights import read_weights
 
         state = read_weights(imagenet_weights_file(name), "model.pretrained=imagenet")
         net = CosPlaceNet(name, int(model["dim"]), torchvision_state=state)
@@ -203,8 +203,6 @@ class CosPlaceTraining(pl.LightningModule):
         return F.cross_entropy(logits.float(), labels)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, Any], batch_idx: int) -> torch.Tensor:
-        from geoxai.data.images import unreadable_path
-
         images, labels, errors = batch
         for error in (line for text in errors for line in text.split("\n") if line):
             self.skipped_images[unreadable_path(error)] = error
@@ -246,8 +244,6 @@ class GroupImages(Dataset):
         return self.group.num_classes
 
     def __getitem__(self, class_index: int) -> tuple[torch.Tensor, int, str]:
-        from geoxai.data.images import load_tensor
-
         paths = self.group.images[class_index]
         errors = []
         for pick in torch.randperm(len(paths)).tolist():
@@ -350,8 +346,6 @@ def weights_name(backbone: str, dim: int) -> str:
 
 def save_weights(net: nn.Module, path: Path, spec: dict[str, Any]) -> Path:
     """The network's plain state dict (release layout) and its ``embedder.yaml`` sidecar."""
-    from geoxai.embedders.specs import write_sidecar
-
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -368,8 +362,6 @@ def _ddp_strategy(cfg_trainer: dict[str, Any], trainer: pl.Trainer) -> str | Non
 
 def _check_resumable(cfg: dict[str, Any], saved_path: Path) -> None:
     """A resumed run must keep what shapes the checkpoint: the network, the classes, the data."""
-    from geoxai.config import read_yaml
-
     if not saved_path.is_file():
         return
     saved = read_yaml(saved_path, "config of the run being resumed") or {}
@@ -385,16 +377,11 @@ def _check_resumable(cfg: dict[str, Any], saved_path: Path) -> None:
 
 def train(config: dict[str, Any], resume: bool = False) -> Path:
     """Train CosPlace from a config (see ``DEFAULTS``); returns the saved weights' path."""
-    from geoxai.stages import STAGES
-
     return STAGES["embedder"].run(config, resume)
 
 
 def fit(cfg: dict[str, Any], out: Path, resume: bool) -> Path:
     """The embedder's part of ``Stage.run``: groups, network, training, weights and evaluation."""
-    from geoxai.data.vpr import read_train_set
-    from geoxai.trainer import build_trainer, fit_stage, skipped_images_callback
-
     checkpoint = out / "checkpoints" / CHECKPOINT_NAME
     if resume:
         _check_resumable(cfg, out / "config.yaml")
@@ -436,8 +423,6 @@ def fit(cfg: dict[str, Any], out: Path, resume: bool) -> Path:
     if not trainer.is_global_zero:
         return out / weights_name(model["backbone"], int(model["dim"]))
 
-    from geoxai.embedders.cosplace import backbone_name
-
     name = backbone_name(model["backbone"])
     weights = out / weights_name(name, int(model["dim"]))
     spec = {"name": "cosplace", "backbone": name, "dim": int(model["dim"]), "weights": str(weights),
@@ -450,9 +435,6 @@ def fit(cfg: dict[str, Any], out: Path, resume: bool) -> Path:
 
 def evaluate(weights: Path, section: dict[str, Any], out: Path) -> Any:
     """Recall@N of the trained weights on a test set (database/ + queries/); written under ``out``."""
-    from geoxai.embedders.specs import read_spec, sidecar_path
-    from geoxai.retrieval import evaluate_retrieval
-
     result = evaluate_retrieval(section["dataset_dir"], read_spec(sidecar_path(weights)), out=out,
                                 batch_size=int(section["batch_size"]), radius=float(section["radius"]),
                                 progress=True)

@@ -25,7 +25,6 @@ from geoxai.store import ArtifactStore, ImageArtifacts
 
 if TYPE_CHECKING:
     from geoxai.evaluation.context import Database
-    from geoxai.evaluation.plugin import Plugin
 
 LAB_FIELDS = ("L_mean", "L_std", "a_mean", "b_mean")
 
@@ -92,11 +91,11 @@ class ArtifactKind:
     random_weights_key: ClassVar[str] = ""  # its entry in results.json's random_weights ("": none)
 
     @classmethod
-    def check(cls, settings: ArtifactSettings, users: Sequence[type[Plugin]]) -> None:
+    def check(cls, settings: ArtifactSettings, users: Sequence[type]) -> None:
         """Refuse, with a one-line ``GeoxaiError``, an evaluation that lacks this kind's inputs."""
 
     @classmethod
-    def from_settings(cls, settings: ArtifactSettings, users: Sequence[type[Plugin]]) -> ArtifactKind:
+    def from_settings(cls, settings: ArtifactSettings, users: Sequence[type]) -> ArtifactKind:
         """The kind with its options from the evaluation's settings (``users``: the plugins that need it)."""
         return cls()
 
@@ -175,13 +174,13 @@ class DescriptorArtifact(ArtifactKind):
         self._embedder = embedder
 
     @classmethod
-    def check(cls, settings: ArtifactSettings, users: Sequence[type[Plugin]]) -> None:
+    def check(cls, settings: ArtifactSettings, users: Sequence[type]) -> None:
         if not settings.embedder:
             raise GeoxaiError(f"{settings.run}: the run does not record the embedder its generations were conditioned "
                               "on; give one with --embedder-config FILE (or --embedder and its options)")
 
     @classmethod
-    def from_settings(cls, settings: ArtifactSettings, users: Sequence[type[Plugin]]) -> ArtifactKind:
+    def from_settings(cls, settings: ArtifactSettings, users: Sequence[type]) -> ArtifactKind:
         from geoxai.embedders import from_spec
         from geoxai.retrieval import check_trained
 
@@ -256,7 +255,7 @@ class DatabaseNeed(ArtifactKind):
     stores = False
 
     @classmethod
-    def check(cls, settings: ArtifactSettings, users: Sequence[type[Plugin]]) -> None:
+    def check(cls, settings: ArtifactSettings, users: Sequence[type]) -> None:
         if settings.database is None:
             raise GeoxaiError(f"plugin {users[0].name} needs --database DIR (database images named by UTM, e.g. "
                               "worlds/synthcity/database): generations are retrieved against it")
@@ -274,7 +273,7 @@ class ImageNeed(ArtifactKind):
 
     def compute(self, paths: Sequence[Path], store: ArtifactStore, shard: tuple[int, int] = (0, 1),
                 progress: bool = True, desc: str = "images") -> ImageArtifacts:
-        from geoxai.data.digests import file_digests
+        from geoxai.store import file_digests
         from geoxai.data.images import load_rgb
         from geoxai.errors import UnreadableImageError
 
@@ -299,7 +298,7 @@ class LabArtifact(ArtifactKind):
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
 
     @classmethod
-    def from_settings(cls, settings: ArtifactSettings, users: Sequence[type[Plugin]]) -> ArtifactKind:
+    def from_settings(cls, settings: ArtifactSettings, users: Sequence[type]) -> ArtifactKind:
         return cls(batch_size=settings.batch_size)
 
     def options(self) -> dict[str, Any]:
@@ -332,14 +331,14 @@ class SegmentationArtifact(ArtifactKind):
         self._segmenter = None
 
     @classmethod
-    def check(cls, settings: ArtifactSettings, users: Sequence[type[Plugin]]) -> None:
+    def check(cls, settings: ArtifactSettings, users: Sequence[type]) -> None:
         if settings.segmenter_spec is None:
             raise GeoxaiError(f"plugin {users[0].name} needs --segmenter NAME (see `geoxai segmenters`): groundtruth "
                               "for SynthCity worlds and reference runs, synthcity for generated SynthCity images, "
                               "hf for photos")
 
     @classmethod
-    def from_settings(cls, settings: ArtifactSettings, users: Sequence[type[Plugin]]) -> ArtifactKind:
+    def from_settings(cls, settings: ArtifactSettings, users: Sequence[type]) -> ArtifactKind:
         from geoxai.segmentation.base import check_classes
 
         kind = cls(dict(settings.segmenter_spec or {}), batch_size=settings.batch_size, device=settings.device)
@@ -365,7 +364,7 @@ class SegmentationArtifact(ArtifactKind):
                 progress: bool = True, desc: str = "segmentation") -> ImageArtifacts:
         from tqdm.auto import tqdm
 
-        from geoxai.data.digests import file_digests
+        from geoxai.store import file_digests
 
         segmenter = self.segmenter
         namespace = store.namespace(self.kind, segmenter.identity(), {"inference": segmenter.inference, "version": 1})
@@ -447,20 +446,20 @@ class ArtifactPlan:
                 for cls in KINDS.values() if cls.random_weights_key}
 
 
-def needed(plugins: Sequence[type[Plugin]]) -> dict[str, list[type[Plugin]]]:
+def needed(plugins: Sequence[type]) -> dict[str, list[type]]:
     """Kind name -> the plugins that need it, registry order (a kind also comes with its ``planned_by`` needs)."""
     return {name: users for name, cls in KINDS.items()
             if (users := [p for p in plugins if name in p.needs or set(cls.planned_by) & set(p.needs)])}
 
 
-def check(plugins: Sequence[type[Plugin]], settings: ArtifactSettings) -> None:
+def check(plugins: Sequence[type], settings: ArtifactSettings) -> None:
     """Every needed kind's inputs are there (one-line errors, before anything is computed); the needs that
     store nothing (``database``: an option to give) are checked before the kinds that compute."""
     for name, users in sorted(needed(plugins).items(), key=lambda item: KINDS[item[0]].stores):
         KINDS[name].check(settings, users)
 
 
-def plan(plugins: Sequence[type[Plugin]], settings: ArtifactSettings) -> ArtifactPlan:
+def plan(plugins: Sequence[type], settings: ArtifactSettings) -> ArtifactPlan:
     """The kinds ``plugins`` need, checked and built from ``settings``."""
     check(plugins, settings)
     return ArtifactPlan(settings, {name: KINDS[name].from_settings(settings, users)

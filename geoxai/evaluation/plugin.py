@@ -110,7 +110,7 @@ class Plugin:
     def summarize(self, records: pd.DataFrame, ctx: EvaluationContext) -> pd.DataFrame:
         """Rows of the summary table: by default per (metric, pairing) the mean over queries of each
         query's mean over samples, with a 95% bootstrap CI. Override to add set-level metrics."""
-        from geoxai.evaluation.statistics import summarize_records
+        from geoxai.statistics import summarize_records
 
         return summarize_records(records, seed=ctx.seed)
 

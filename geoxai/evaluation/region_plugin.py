@@ -31,8 +31,8 @@ import torch
 from geoxai.data.images import load_label_map
 from geoxai.evaluation.artifacts import rgb_to_lab
 from geoxai.evaluation.plugin import Metric, Pair, Plugin, Skip
-from geoxai.evaluation.statistics import summarize_records
-from geoxai.segmentation import labels as L
+from geoxai.statistics import summarize_records
+from geoxai import labels as L
 from geoxai.segmentation.base import has_instances, instance_ids
 from geoxai.segmentation.colour import ciede2000, dominant_colour, lightness_spread, mean_lab
 from geoxai.segmentation.groundtruth import label_path

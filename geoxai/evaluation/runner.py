@@ -45,7 +45,7 @@ from geoxai.evaluation.folder import FORMAT, RESULTS_FILE, SUMMARY_COLUMNS, Eval
 from geoxai.evaluation.pairs import build_pairs
 from geoxai.evaluation.plugin import (PAIRINGS, Pair, Plugin, PluginOutcome, load_plugin, parse_plugins,
                                       to_long_records)
-from geoxai.evaluation.statistics import ONE_QUERY
+from geoxai.statistics import ONE_QUERY
 
 __all__ = ["EvaluationResult", "compute_sharded", "evaluate", "exit_status", "load_plugin", "parse_plugins"]
 

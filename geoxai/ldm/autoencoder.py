@@ -30,7 +30,9 @@ import torch
 from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
+from geoxai import pretrained
 from geoxai.errors import GeoxaiError
+from geoxai.weights import library_load, read_weights
 
 AUTOENCODER_DEFAULTS: dict[str, Any] = {
     "path": None,  # diffusers folder | .ckpt/.safetensors file | hub id (e.g. stabilityai/sd-vae-ft-mse)
@@ -109,7 +111,6 @@ def load_autoencoder(spec: Mapping[str, Any]) -> AutoencoderKL:
     settings = autoencoder_settings(spec)
     source = str(settings["path"])
     path = Path(source).expanduser()
-    from geoxai import pretrained
 
     if not path.exists() and pretrained.is_shipped(source, "autoencoder"):
         path = pretrained.folder(source, "autoencoder")
@@ -134,7 +135,6 @@ def _from_folder(path: Path) -> AutoencoderKL:
                           "expected an AutoencoderKL.save_pretrained folder")
     # safetensors when the folder has them; a .bin is read by diffusers with weights_only=True
     use_safetensors = any(folder.glob("*.safetensors"))
-    from geoxai.weights import library_load
 
     with library_load(folder, "autoencoder.path", "expected an AutoencoderKL.save_pretrained folder: save it "
                       "again with save_pretrained (safetensors)"):
@@ -166,8 +166,6 @@ def _from_single_file(path: Path, config: str | None) -> AutoencoderKL:
 
 def read_single_file(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a CompVis / Stable Diffusion single file (``weights_only=True``; one-line errors)."""
-    from geoxai.weights import read_weights
-
     try:
         state = read_weights(path, "autoencoder.path")
     except GeoxaiError as exc:

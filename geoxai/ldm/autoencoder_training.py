@@ -35,8 +35,14 @@ from geoxai.config import (
     check_values,
     merge,
 )
+from geoxai.config import save_config
 from geoxai.errors import GeoxaiError, config_key
+from geoxai.ldm.autoencoder import decode, encode_moments, sample_latents
+from geoxai.ldm.loading import read_checkpoint
+from geoxai.stages import STAGES
 from geoxai.trainer import TRAINER_DEFAULTS, TRAINER_RULES, check_finite_loss
+from geoxai.trainer import build_trainer, fit_stage, skipped_images_callback, stage_info
+from geoxai.weights import check_state_dict
 
 AE_DEFAULTS: dict[str, Any] = {
     "stage": "autoencoder",
@@ -126,7 +132,8 @@ def _lpips(weight: float) -> tuple[torch.nn.Module | None, str]:
     why (warned once per process): training goes on with L1 + KL rather than downloading."""
     if weight <= 0:
         return None, "off (loss.lpips_weight: 0)"
-    from geoxai.evaluation.perceptual import PerceptualUnavailable, lpips_model
+    from geoxai.evaluation.perceptual import (  # upward import: the same no-download LPIPS the evaluation uses
+        PerceptualUnavailable, lpips_model)
 
     try:
         metric = lpips_model("vgg")
@@ -228,8 +235,6 @@ def evaluate(vae: AutoencoderKL, loader: Any) -> dict[str, float]:
     """Mean per-image PSNR (dB) and L1 of posterior-mean reconstructions, on whole images in [0, 1]."""
     from torchmetrics.image import PeakSignalNoiseRatio
 
-    from geoxai.ldm.autoencoder import decode, encode_moments
-
     psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="none", dim=(1, 2, 3))
     values, l1, count = [], 0.0, 0
     for batch in loader:
@@ -249,8 +254,6 @@ def evaluate(vae: AutoencoderKL, loader: Any) -> dict[str, float]:
 @torch.no_grad()
 def latent_std(vae: AutoencoderKL, loader: Any, max_batches: int = 8) -> float:
     """Std of posterior samples over a few training batches (the LDM's scale_by_std, precomputed)."""
-    from geoxai.ldm.autoencoder import encode_moments, sample_latents
-
     samples = []
     for i, batch in enumerate(loader):
         if i >= max_batches:
@@ -275,8 +278,6 @@ def checked_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def train(config: dict[str, Any], resume: bool = False) -> Path:
     """Train the autoencoder of ``config``; returns the ``vae/`` folder (diffusers layout)."""
-    from geoxai.stages import STAGES
-
     return STAGES["autoencoder"].run(config, resume)
 
 
@@ -285,9 +286,7 @@ def fit(config: dict[str, Any], out: Path, resume: bool) -> Path:
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
-    from geoxai.config import save_config
     from geoxai.files import atomic_folder, atomic_write_text
-    from geoxai.trainer import build_trainer, fit_stage, skipped_images_callback, stage_info
 
     last = out / "checkpoints" / "last.ckpt"
     data = config["data"]
@@ -302,9 +301,6 @@ def fit(config: dict[str, Any], out: Path, resume: bool) -> Path:
                         save_last=True)])
     module = AutoencoderTraining(config)
     if resume:
-        from geoxai.ldm.loading import read_checkpoint
-        from geoxai.weights import check_state_dict
-
         check_state_dict(module.state_dict(), read_checkpoint(last, setting="--resume")["state_dict"],
                          f"--resume {last}", "use the config the checkpoint was trained with, or a new output_dir")
     fit_stage(trainer, module, last, resume, train_dataloaders=train_loader)

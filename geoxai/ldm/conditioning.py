@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, did_you_mean
 
 MODES = ("crossattn", "bias", "tokens", "film")
 
@@ -66,7 +66,6 @@ class DescriptorConditioner(nn.Module):
                  hidden_dim: int | None = None):
         super().__init__()
         if mode not in MODES:
-            from geoxai.registry import did_you_mean
 
             raise GeoxaiError(f"conditioning.mode {mode!r}: use one of {', '.join(MODES)}."
                               f"{did_you_mean(str(mode), list(MODES))}")

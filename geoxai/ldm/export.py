@@ -18,7 +18,9 @@ from pathlib import Path
 import yaml
 
 from geoxai.errors import GeoxaiError
+from geoxai.ldm.autoencoder import load_autoencoder
 from geoxai.ldm.loading import EXPORT_FORMAT, EXPORT_MANIFEST, load_components
+from geoxai.ldm.module import make_noise_scheduler
 
 
 def export_pipeline(checkpoint: str | Path, out_dir: str | Path) -> Path:
@@ -26,8 +28,6 @@ def export_pipeline(checkpoint: str | Path, out_dir: str | Path) -> Path:
     from safetensors.torch import save_file
 
     from geoxai.files import atomic_folder
-    from geoxai.ldm.autoencoder import load_autoencoder
-    from geoxai.ldm.module import make_noise_scheduler
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not (out_dir / EXPORT_MANIFEST).is_file() and any(out_dir.iterdir()):

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from geoxai import pretrained
 from geoxai.config import read_yaml
 from geoxai.errors import GeoxaiError, setting
 from geoxai.ldm.components import LDMComponents
+from geoxai.ldm.conditioning import DescriptorConditioner
 from geoxai.ldm.module import build_conditioner, model_settings, noise_scheduler_config
 from geoxai.ldm.unet import build_unet
-from geoxai.weights import check_state_dict
+from geoxai.weights import check_state_dict, library_load, read_weights
 
 EXPORT_MANIFEST = "geoxai.yaml"
 EXPORT_FORMAT = 1
@@ -28,8 +30,6 @@ EXPORT_FORMAT = 1
 
 def resolve_checkpoint(checkpoint: str | Path) -> Path:
     """The path as given, or the folder of the shipped LDM a bare name means (``synthcity``)."""
-    from geoxai import pretrained
-
     path = Path(checkpoint)
     if path.exists():
         return path
@@ -91,8 +91,6 @@ def load_components(checkpoint: str | Path, map_location: str | torch.device = "
 
 def read_checkpoint(path: Path, map_location: str | torch.device = "cpu", setting: str = "--checkpoint") -> dict[str, Any]:
     """A Lightning checkpoint as a dict (``weights_only=True``), with a one-line error naming ``setting``."""
-    from geoxai.weights import read_weights
-
     state = read_weights(path, setting, map_location=map_location)
     if not isinstance(state, dict) or "state_dict" not in state:
         raise GeoxaiError(f"{setting} {path}: not a Lightning checkpoint (no state_dict)")
@@ -119,8 +117,6 @@ def load_exported(folder: str | Path, map_location: str | torch.device = "cpu") 
     from diffusers import UNet2DConditionModel
     from safetensors.torch import load_file
 
-    from geoxai.ldm.conditioning import DescriptorConditioner
-
     folder = Path(folder)
     manifest_path = folder / EXPORT_MANIFEST
     if not manifest_path.is_file():
@@ -129,7 +125,6 @@ def load_exported(folder: str | Path, map_location: str | torch.device = "cpu") 
     manifest = read_yaml(manifest_path, "export manifest")
     if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
         raise GeoxaiError(f"{manifest_path}: unknown export format (expected format: {EXPORT_FORMAT})")
-    from geoxai.weights import library_load
 
     try:
         with library_load(folder / "unet", setting("checkpoint"), "export the model again (geoxai.ldm.export)"):

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from diffusers.training_utils import EMAModel, compute_snr
 
+from geoxai.config import merge
 from geoxai.errors import GeoxaiError
 from geoxai.trainer import check_finite_loss, stage_info
 from geoxai.ldm.autoencoder import sample_latents
@@ -66,8 +67,6 @@ SCHEDULER_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedul
 
 def model_settings(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The model sections of a config (unet, conditioning, diffusion, optim), validated and filled."""
-    from geoxai.config import merge
-
     out = {name: merge(defaults, dict(config.get(name) or {}), name) for name, defaults in MODEL_SECTIONS.items()}
     diffusion = out["diffusion"]
     if diffusion["prediction_type"] not in ("epsilon", "v_prediction"):

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from geoxai.devices import autocast, resolve_device
 from geoxai.errors import GeoxaiError, setting
+from geoxai.ldm.autoencoder import decode, downsampling_factor
 
 SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
     "dpm++": (DPMSolverMultistepScheduler, dict(
@@ -167,8 +168,6 @@ class DescriptorDiffusionPipeline:
     @property
     def latent_shape(self) -> tuple[int, int, int]:
         """(channels, h, w) of the latents the UNet denoises for ``image_size`` images."""
-        from geoxai.ldm.autoencoder import downsampling_factor
-
         factor, size = downsampling_factor(self.vae), self.image_size
         if size <= 0 or size % factor:
             raise GeoxaiError(f"image size {size}: must be a positive multiple of the autoencoder's "
@@ -177,8 +176,6 @@ class DescriptorDiffusionPipeline:
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents in the UNet's (scaled) space -> images [B, 3, H, W] in [0, 1]."""
-        from geoxai.ldm.autoencoder import decode
-
         return decode(self.vae, latents / self.scale_factor).float().clamp(0, 1)
 
     @torch.no_grad()

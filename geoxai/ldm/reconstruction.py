@@ -14,7 +14,8 @@ from typing import Any, Mapping
 
 import torch
 
-from geoxai.errors import GeoxaiError
+from geoxai.devices import resolve_device
+from geoxai.errors import GeoxaiError, UnreadableImageError
 
 
 def write_reconstruction_run(autoencoder: Mapping[str, Any], queries: str | Path, out: str | Path, image_size: int,
@@ -27,8 +28,6 @@ def write_reconstruction_run(autoencoder: Mapping[str, Any], queries: str | Path
 
     from geoxai.data.images import load_tensor, resize_center_crop
     from geoxai.data.vpr import list_images
-    from geoxai.devices import resolve_device
-    from geoxai.errors import UnreadableImageError
     from geoxai.ldm.autoencoder import autoencoder_identity, decode, encode_moments, load_autoencoder
     from geoxai.runs import GenerationRun, plan_queries
 

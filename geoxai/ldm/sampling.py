@@ -21,17 +21,19 @@ import numbers
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from geoxai.errors import GeoxaiError, setting
-
-if TYPE_CHECKING:
-    from geoxai.runs import GenerationRun
-
+from geoxai.config import check_values
+from geoxai.devices import resolve_device
+from geoxai.domain import check_domain, embedder_model, ldm_model
+from geoxai.embedders import from_spec
+from geoxai.errors import GeoxaiError, setting, settings_from
+from geoxai.files import writable_folder
+from geoxai.runs import RUN_FILE, GenerationRun, QueryItem, plan_queries
 
 def checkpoint_identity(path: str | Path) -> str:
     """sha256 of a checkpoint file, or of an exported folder (relative names and contents).
@@ -85,8 +87,6 @@ def frozen_models(components: Any, checkpoint: Path) -> tuple[Any, Any]:
     Stored paths are absolute (training resolves them); a file that has moved, or been replaced at
     the same path, is one clear line naming the setting of the checkpoint's training config.
     """
-    from geoxai.embedders import from_spec
-    from geoxai.errors import settings_from
     from geoxai.ldm.autoencoder import autoencoder_identity, load_autoencoder
     from geoxai.ldm.training import check_identities
 
@@ -127,14 +127,10 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
     Returns the finalised ``geoxai.runs.GenerationRun``.
     """
     from geoxai.data.vpr import list_images
-    from geoxai.devices import resolve_device
-    from geoxai.domain import check_domain, embedder_model, ldm_model
     from geoxai.embedders.descriptors import embed_files
-    from geoxai.files import writable_folder
     from geoxai.ldm.loading import load_components, resolve_checkpoint
     from geoxai.ldm.pipeline import DescriptorDiffusionPipeline, build_scheduler, check_steps
     from geoxai.protocols import generator_check
-    from geoxai.runs import RUN_FILE, GenerationRun, plan_queries
 
     checkpoint, queries, out = resolve_checkpoint(checkpoint).resolve(), Path(queries).resolve(), Path(out)
     _check_options(checkpoint, samples, steps, batch_size, limit, seed, devices, num_nodes)
@@ -224,8 +220,6 @@ def sample_run(checkpoint: str | Path, queries: str | Path, out: str | Path, sam
 def _check_schedule(schedule: dict[str, Any], checkpoint: Path) -> None:
     """The model's noise schedule holds finite numbers in range (a NaN beta would only show as a
     batch of NaN at the end of the first UNet loop)."""
-    from geoxai.config import check_values
-    from geoxai.errors import settings_from
     from geoxai.ldm.training import LDM_RULES
 
     rules = {key: rule for key, rule in LDM_RULES.items() if key.startswith("diffusion.")}
@@ -296,7 +290,6 @@ def _sample_worker(fabric: Any, job: dict[str, Any], run: Any = None, components
     from geoxai.ldm.autoencoder import load_autoencoder
     from geoxai.ldm.loading import load_components
     from geoxai.ldm.pipeline import DescriptorDiffusionPipeline
-    from geoxai.runs import GenerationRun
 
     if "threads" in job:
         torch.set_num_threads(job["threads"])
@@ -308,7 +301,6 @@ def _sample_worker(fabric: Any, job: dict[str, Any], run: Any = None, components
         run = GenerationRun.create(job["out"], job["settings"], resume=True)
     pipeline = DescriptorDiffusionPipeline.from_components(components, vae, sampler=job["sampler"],
                                                            device=fabric.device)
-    from geoxai.runs import QueryItem
 
     descriptors = {k: torch.from_numpy(v) for k, v in job["descriptors"].items()}
     todo = [(QueryItem(**item), sample, s) for item, sample, s in job["todo"]]

@@ -34,10 +34,19 @@ from geoxai.config import (
     check_values,
     merge,
 )
-from geoxai.errors import GeoxaiError, UnreadableImageError
+from geoxai.config import save_config
+from geoxai.devices import resolve_device
+from geoxai.embedders import from_spec
+from geoxai.errors import GeoxaiError, UnreadableImageError, config_key, settings_from
+from geoxai.ldm.autoencoder import (autoencoder_identity, downsampling_factor, encode_moments, latent_channels,
+    load_autoencoder)
 from geoxai.ldm.autoencoder import AUTOENCODER_DEFAULTS
-from geoxai.ldm.module import MODEL_SECTIONS, model_settings
-from geoxai.trainer import TRAINER_DEFAULTS, TRAINER_RULES
+from geoxai.ldm.autoencoder_training import check_folders
+from geoxai.ldm.loading import read_checkpoint
+from geoxai.ldm.module import MODEL_SECTIONS, LatentDiffusion, model_settings, noise_scheduler_config
+from geoxai.stages import STAGES
+from geoxai.trainer import TRAINER_DEFAULTS, TRAINER_RULES, build_trainer, fit_stage, stage_info
+from geoxai.weights import check_state_dict
 
 DATA_DEFAULTS: dict[str, Any] = {
     "train_dirs": [],  # image folders (any depth), e.g. a world's train/ and database/
@@ -121,8 +130,6 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
 def _check_previews(config: dict[str, Any]) -> None:
     """The preview sampler and its steps work on the config's noise schedule: checked now, not at the
     first preview after thousands of training steps."""
-    from geoxai.errors import config_key
-    from geoxai.ldm.module import noise_scheduler_config
     from geoxai.ldm.pipeline import SAMPLERS, build_scheduler, check_steps
 
     logging = config["logging"]
@@ -140,7 +147,6 @@ def check_paths(config: dict[str, Any]) -> dict[str, Any]:
     """Every folder the config reads exists (checked before training, not when first read), and the
     paths stored in the checkpoint are absolute."""
     from geoxai import protocols
-    from geoxai.ldm.autoencoder_training import check_folders
 
     check_folders(config["data"]["train_dirs"], "data.train_dirs")
     protocols.check_training_folders(config["data"]["train_dirs"], config["protocol"])
@@ -176,8 +182,6 @@ def absolute_paths(config: dict[str, Any]) -> dict[str, Any]:
 
 def fit_to_models(config: dict[str, Any], vae: Any, context_dim: int) -> dict[str, Any]:
     """Fill what the autoencoder decides (latent side, scale factor) and check what must agree."""
-    from geoxai.ldm.autoencoder import downsampling_factor, latent_channels
-
     config = copy.deepcopy(config)
     factor, channels = downsampling_factor(vae), latent_channels(vae)
     size = int(config["data"]["image_size"])
@@ -243,9 +247,6 @@ def check_identities(stored: Mapping[str, str], current: Mapping[str, str], wher
 
 def check_resume(checkpoint: Path, model: Any, context_dim: int, identities: Mapping[str, str]) -> None:
     """One-line errors when ``checkpoint`` cannot continue with the current config."""
-    from geoxai.ldm.loading import read_checkpoint
-    from geoxai.weights import check_state_dict
-
     state = read_checkpoint(checkpoint, setting="--resume")
     hparams = state.get("hyper_parameters") or {}
     old_dim = hparams.get("context_dim")
@@ -276,8 +277,6 @@ def checked_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def train(config: dict[str, Any], resume: bool = False) -> Path:
     """Train (or with ``resume`` continue) the LDM of ``config``; returns ``checkpoints/last.ckpt``."""
-    from geoxai.stages import STAGES
-
     return STAGES["ldm"].run(config, resume)
 
 
@@ -288,19 +287,8 @@ def fit(config: dict[str, Any], out: Path, resume: bool) -> Path:
     from torch.utils.data import DataLoader
 
     from geoxai.cache import cache_dir
-    from geoxai.config import save_config
-    from geoxai.devices import resolve_device
-    from geoxai.embedders import from_spec
-    from geoxai.errors import settings_from
-    from geoxai.ldm.autoencoder import (
-        autoencoder_identity,
-        encode_moments,
-        load_autoencoder,
-    )
     from geoxai.ldm.callbacks import LossCSV, PreviewGrid
     from geoxai.ldm.latent_cache import build_latent_cache
-    from geoxai.ldm.module import LatentDiffusion
-    from geoxai.trainer import build_trainer, fit_stage, stage_info
 
     checkpoints = out / "checkpoints"
     last = checkpoints / "last.ckpt"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from geoxai.errors import GeoxaiError
+from geoxai.errors import GeoxaiError, did_you_mean
 
 ROOT = Path(__file__).resolve().parent
 KINDS = ("embedder", "ldm", "autoencoder", "segmenter")
@@ -49,7 +49,6 @@ def folder(name: str, kind: str) -> Path:
 
 def unknown_name_message(name: str, kind: str, setting: str | None = None) -> str:
     """``<setting> <name>: not a file or folder, nor a shipped <kind> (shipped: ...)`` with "did you mean"."""
-    from geoxai.registry import did_you_mean
 
     shipped = names(kind)
     setting = setting or {"embedder": "--embedder", "ldm": "--checkpoint", "autoencoder": "autoencoder.path",

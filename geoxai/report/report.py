@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from geoxai.errors import GeoxaiError, setting
+from geoxai.errors import GeoxaiError, did_you_mean, setting
 from geoxai.files import atomic_save_image, atomic_write_text
-from geoxai.registry import did_you_mean
 from geoxai.report.evaluations import Evaluation, load_evaluation, report_warnings
 
 FORMATS = ("md", "latex", "csv", "html")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from geoxai.evaluation.statistics import ONE_QUERY
+from geoxai.statistics import ONE_QUERY, bootstrap_ci
 from geoxai.report.evaluations import PAIRINGS, Evaluation
 
 BASELINE_PAIRINGS = ("generated", "shuffled", "reference")  # always shown; "chance" only when measured
@@ -383,8 +383,6 @@ def metric_tables(evaluations: Sequence[Evaluation]) -> tuple[Table, list[Table]
 def bootstrap_mean_ci(values: np.ndarray, n_boot: int = 10_000, seed: int = 0,
                       level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean (resampling queries), seeded so a report is reproducible."""
-    from geoxai.evaluation.statistics import bootstrap_ci
-
     return bootstrap_ci(values, seed=seed, resamples=n_boot, confidence=level)
 
 

@@ -1,6 +1,6 @@
 """What every segmenter offers, so plugins never depend on one model's label set.
 
-A segmenter maps images to label maps in the canonical ids of ``geoxai.segmentation.labels`` and
+A segmenter maps images to label maps in the canonical ids of ``geoxai.labels`` and
 says which of those classes it can express (a Cityscapes model has no ``window``; an ADE20K one
 does). Backends register under the ``geoxai.segmenters`` entry-point group, like embedders and
 plugins, and are built from a spec (``{"name": "hf", "model": "..."}``) with ``load``/``from_spec``.
@@ -22,8 +22,9 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 import torch
 
-from geoxai.errors import GeoxaiError, setting
-from geoxai.segmentation import labels as L
+from geoxai.errors import GeoxaiError, UnreadableImageError, did_you_mean, setting
+from geoxai import labels as L
+from geoxai.registry import SEGMENTERS, load as load_entry, names as group_names, registered
 
 
 class Segmenter:
@@ -60,7 +61,6 @@ class Segmenter:
     def segment_files(self, paths: Sequence[Path]) -> list[np.ndarray | None]:
         """Label maps (uint8 [H, W]) of image files; None for a file that cannot be read."""
         from geoxai.data.images import load_tensor
-        from geoxai.errors import UnreadableImageError
 
         images: list[torch.Tensor | None] = []
         for path in paths:
@@ -132,9 +132,6 @@ def check_classes(segmenter: Segmenter, plugin: str, needed: Sequence[int]) -> N
 
 def load(name: str, **options: Any) -> Segmenter:
     """The segmenter registered as ``name`` (or ``module:Class`` / ``file.py:Class``) built with ``options``."""
-    from geoxai.registry import SEGMENTERS, did_you_mean
-    from geoxai.registry import load as load_entry
-
     cls = load_entry(SEGMENTERS, name)
     if not (isinstance(cls, type) and issubclass(cls, Segmenter)):
         raise GeoxaiError(f"segmenter {name!r}: {getattr(cls, '__qualname__', cls)!r} is not a "
@@ -183,8 +180,6 @@ def read_segmenter_spec(path: str | Path) -> dict[str, Any]:
 def describe_segmenters() -> str:
     """The text ``geoxai segmenters`` prints: per backend its classes, licence and inference mode
     (backends that need a model to know their classes say so)."""
-    from geoxai.registry import SEGMENTERS, registered
-
     lines = []
     for name, entry_point in sorted(registered(SEGMENTERS).items()):
         try:
@@ -210,7 +205,4 @@ def describe_segmenters() -> str:
 
 def names() -> list[str]:
     """Registered segmenter names (nothing is imported)."""
-    from geoxai.registry import SEGMENTERS
-    from geoxai.registry import names as group_names
-
     return group_names(SEGMENTERS)

@@ -24,9 +24,11 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 
+from geoxai.devices import resolve_device
 from geoxai.errors import GeoxaiError
 from geoxai.segmentation.base import Segmenter
 from geoxai.segmentation.mappings import lookup
+from geoxai.weights import library_load, weights_only_loads
 
 # Processor steps geoxai does itself (resizing) or that do not apply to inference on whole images.
 _SKIPPED_STEPS = ("do_resize", "do_center_crop", "do_reduce_labels")
@@ -118,7 +120,6 @@ class HFSegmenter(torch.nn.Module, Segmenter):
     def __init__(self, model: str, resolution: int | str = 512, window: int = 512, stride: int = 341,
                  batch_size: int = 4, device: str = "auto") -> None:
         super().__init__()
-        from geoxai.devices import resolve_device
 
         self.model_ref, self.batch_size, self.device_option = str(model), int(batch_size), device
         if isinstance(resolution, str) and resolution.isdigit():  # from a command line or a quoted YAML value
@@ -192,8 +193,6 @@ class HFSegmenter(torch.nn.Module, Segmenter):
 
     def _network(self, folder: Path) -> torch.nn.Module:
         from transformers import AutoModelForSemanticSegmentation, AutoModelForUniversalSegmentation
-
-        from geoxai.weights import library_load, weights_only_loads
 
         auto = AutoModelForUniversalSegmentation if self.universal else AutoModelForSemanticSegmentation
         safetensors = any(folder.glob("*.safetensors"))

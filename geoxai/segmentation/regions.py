@@ -1,6 +1,6 @@
 """Region maths on label maps: geometry, masks, overlap and object instances.
 
-Pure functions on numpy arrays (canonical label maps [H, W] of ``geoxai.segmentation.labels`` and
+Pure functions on numpy arrays (canonical label maps [H, W] of ``geoxai.labels`` and
 boolean masks), shared by the semantic plugins and usable by any third-party plugin, so that
 "present", an IoU or an object count mean the same thing everywhere:
 

@@ -28,9 +28,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from geoxai.devices import resolve_device
 from geoxai.errors import GeoxaiError
-from geoxai.segmentation import labels as L
-from geoxai.segmentation.base import Segmenter
+from geoxai import labels as L
+from geoxai.segmentation.base import Segmenter, from_spec
+from geoxai.weights import check_state_dict, read_weights
 
 MODEL_TYPES = ("auto", "vit_b", "vit_l", "vit_h", "tiny")
 _WIDTHS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h", 32: "tiny"}  # image-encoder width -> model type
@@ -67,8 +69,6 @@ def build_model(model_type: str) -> torch.nn.Module:
 
 def load_model(checkpoint: str | Path, model_type: str = "auto") -> tuple[torch.nn.Module, str]:
     """SAM with the weights of ``checkpoint`` (read with ``weights_only=True``) and its model type."""
-    from geoxai.weights import check_state_dict, read_weights
-
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise GeoxaiError(f"segmenter sam: checkpoint {path}: no such file; download a SAM checkpoint (e.g. "
@@ -155,9 +155,6 @@ class SAMSegmenter(torch.nn.Module, Segmenter):
                  min_mask_region_area: int = 0, min_overlap: float = 0.5, device: str = "auto") -> None:
         super().__init__()
         from segment_anything import SamAutomaticMaskGenerator
-
-        from geoxai.devices import resolve_device
-        from geoxai.segmentation.base import from_spec
 
         if model_type not in MODEL_TYPES:
             raise GeoxaiError(f"segmenter sam: model_type {model_type!r}: use one of {', '.join(MODEL_TYPES)}")

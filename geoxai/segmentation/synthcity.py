@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geoxai.errors import GeoxaiError
-from geoxai.segmentation import labels as L
+from geoxai.errors import GeoxaiError, did_you_mean
+from geoxai import labels as L, pretrained
 from geoxai.segmentation.base import Segmenter
+from geoxai.weights import check_state_dict
 
 WEIGHTS_NAME = "segmenter.safetensors"
 SPEC_NAME = "segmenter.yaml"
@@ -87,7 +88,6 @@ class SegmentationNet(nn.Module):
             self.body = torchvision.models.get_model(architecture, weights=None, weights_backbone=None,
                                                      num_classes=num_classes)
         else:
-            from geoxai.registry import did_you_mean
 
             raise GeoxaiError(f"segmenter architecture {architecture!r} is not one of {', '.join(ARCHITECTURES)}."
                               f"{did_you_mean(str(architecture), list(ARCHITECTURES))}")
@@ -129,8 +129,6 @@ def save_segmenter(net: SegmentationNet, folder: str | Path, config: dict[str, A
 def default_weights() -> str:
     """Weights used when none are given: the shipped ``synthcity`` segmenter, else the default
     training output (``runs/segmenter/synthcity``)."""
-    from geoxai import pretrained
-
     return "synthcity" if pretrained.is_shipped("synthcity", "segmenter") else DEFAULT_WEIGHTS
 
 
@@ -138,8 +136,6 @@ def weights_file(weights: str | Path) -> Path:
     """The ``.safetensors`` file that ``weights`` names: the file itself, a training output folder,
     or a ``segmenter.yaml`` (its ``weights`` read relative to the yaml)."""
     from geoxai.config import read_yaml
-
-    from geoxai import pretrained
 
     path = Path(weights)
     where = f"segmenter synthcity: weights {path}"
@@ -228,7 +224,6 @@ class SynthCitySegmenter(Segmenter):
     def _load(self) -> SegmentationNet:
         if self.network is not None:
             return self.network
-        from geoxai.weights import check_state_dict
 
         path = weights_file(self.weights if self.weights is not None else default_weights())
         state, config = read_segmenter(path)

@@ -32,10 +32,15 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from geoxai.config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, WHOLE_OR_OFF, Number, check_values, merge
-from geoxai.errors import GeoxaiError, UnreadableImageError, config_key
-from geoxai.segmentation import labels as L
+from geoxai.config import read_yaml, save_config
+from geoxai.errors import GeoxaiError, UnreadableImageError, config_key, did_you_mean
+from geoxai import labels as L
 from geoxai.segmentation.synthcity import ARCHITECTURES, SegmentationNet, network_config, size_factor
+from geoxai.segmentation.synthcity import SynthCitySegmenter, save_segmenter
+from geoxai.stages import STAGES
 from geoxai.trainer import CHECKPOINT_NAME, TRAINER_DEFAULTS, TRAINER_RULES, check_finite_loss
+from geoxai.trainer import build_trainer, fit_stage, skipped_images_callback, stage_info
+from geoxai.weights import check_state_dict, read_weights
 
 IGNORE = 255  # label id ignored by the loss and the scores (ids outside the canonical range)
 CLASS_WEIGHTS = (None, "inverse-sqrt-frequency")
@@ -107,7 +112,6 @@ def training_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise GeoxaiError("segmenter config: data.train_dirs is empty; list the image folders to train on "
                           "(e.g. worlds/synthcity/train)")
     if model["architecture"] not in ARCHITECTURES:
-        from geoxai.registry import did_you_mean
 
         raise GeoxaiError(f"segmenter config: model.architecture {model['architecture']!r} is not one of "
                           f"{', '.join(ARCHITECTURES)}.{did_you_mean(str(model['architecture']), list(ARCHITECTURES))}")
@@ -390,8 +394,6 @@ class SegmenterTraining(pl.LightningModule):
 # -------------------------------------------------------------------------------------- train
 def _check_resumable(cfg: dict[str, Any], saved_path: Path) -> None:
     """A resumed run keeps what shapes the network and the data it learns from."""
-    from geoxai.config import read_yaml
-
     if not saved_path.is_file():
         return
     saved = read_yaml(saved_path, "config of the run being resumed") or {}
@@ -417,8 +419,6 @@ def checked_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def train(config: dict[str, Any], resume: bool = False) -> Path:
     """Train the segmenter of ``config`` (see ``DEFAULTS``); returns the ``segmenter.safetensors`` path."""
-    from geoxai.stages import STAGES
-
     return STAGES["segmenter"].run(config, resume)
 
 
@@ -427,10 +427,7 @@ def fit(cfg: dict[str, Any], out: Path, resume: bool) -> Path:
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
-    from geoxai.config import save_config
     from geoxai.files import atomic_write_text
-    from geoxai.segmentation.synthcity import SynthCitySegmenter, save_segmenter
-    from geoxai.trainer import build_trainer, fit_stage, skipped_images_callback, stage_info
 
     last = out / "checkpoints" / CHECKPOINT_NAME
     if resume:
@@ -462,8 +459,6 @@ def fit(cfg: dict[str, Any], out: Path, resume: bool) -> Path:
                                                            for c, w in enumerate(weights_per_class.tolist())))
     module = SegmenterTraining(cfg, weights_per_class)
     if resume:
-        from geoxai.weights import check_state_dict, read_weights
-
         check_state_dict(module.state_dict(), read_weights(last, "--resume")["state_dict"], f"--resume {last}",
                          "use the config the checkpoint was trained with, or a new output_dir")
     started = time.perf_counter()

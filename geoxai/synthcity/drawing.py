@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from geoxai.segmentation import labels as L
+from geoxai import labels as L
 from geoxai.synthcity.raster import DESIGN, Canvas, Stamp, Textures, View, hash01, mark
 
 SIGN_MAX_SCALE, SIGN_MAX_SHIFT = 1.1, 1.0  # the extent a sign may take in any visit

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from geoxai.segmentation import labels as L
+from geoxai import labels as L
 
 DESIGN = 128.0  # side of the design canvas every size is scaled from
 

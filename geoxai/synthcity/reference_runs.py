@@ -39,9 +39,10 @@ import yaml
 from PIL import Image
 from tqdm.auto import tqdm
 
-from geoxai.errors import GeoxaiError, UnreadableImageError, setting
+from geoxai.data.images import load_label_map, load_rgb
+from geoxai.data.vpr import list_images
+from geoxai.errors import GeoxaiError, UnreadableImageError, did_you_mean, setting
 from geoxai.files import atomic_save_image, atomic_write_text
-from geoxai.registry import did_you_mean
 from geoxai.runs import GenerationRun, QueryItem, plan_queries, sample_seed
 from geoxai.synthcity.render import SynthCity
 from geoxai.synthcity.world import PARAMS_FILE
@@ -173,8 +174,6 @@ class _Plan:
     def draw(self, row: dict[str, Any], reference: Reference) -> tuple[Image.Image, np.ndarray]:
         """The image and label map of ``reference`` (identity: copies of the world's files)."""
         if self.kind == "identity":
-            from geoxai.data.images import load_label_map, load_rgb
-
             try:
                 labels = load_label_map(self.world.root / row["label_path"])
             except UnreadableImageError:
@@ -199,8 +198,6 @@ def write_reference_run(world: str | Path, kind: str, samples: int, out: str | P
     explainer metric can be checked against a perfect (``oracle``), useless (``other-place``) or
     single-factor reference. Returns the finalised run.
     """
-    from geoxai.data.vpr import list_images
-
     _check_options(kind, samples, limit)
     loaded = _load_world(Path(os.path.abspath(world)))
     queries = loaded.root / "queries"

@@ -66,7 +66,7 @@ class Render(NamedTuple):
     """One rendered view: RGB image, canonical label map and the factors that produced it."""
 
     image: np.ndarray  # uint8 [size, size, 3]
-    labels: np.ndarray  # uint8 [size, size], geoxai.segmentation.labels ids
+    labels: np.ndarray  # uint8 [size, size], geoxai.labels ids
     factors: dict[str, Any]
 
 

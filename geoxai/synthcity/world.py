@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from geoxai.data.vpr import VPRName, format_name, parse_name
 from geoxai.errors import GeoxaiError, setting
 from geoxai.files import atomic_save_image, atomic_write_text, writable_folder
-from geoxai.segmentation import labels as L
+from geoxai import labels as L
 from geoxai.synthcity.places import (
     MAX_PLACES,
     MAX_SEED,

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from geoxai.cli import cli
 from geoxai.evaluation.runner import evaluate
-from geoxai.evaluation.statistics import ONE_QUERY, bootstrap_ci
+from geoxai.statistics import ONE_QUERY, bootstrap_ci
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CONSTANT = "tiny_plugins:ConstantPlugin"

@@ -240,7 +240,7 @@ def test_skips_are_kept_and_counted(runs, world, tmp_path):
 
 # ------------------------------------------------------------------------ statistics
 def test_bootstrap_intervals_cover_the_true_mean_at_about_the_nominal_rate():
-    from geoxai.evaluation.statistics import bootstrap_ci
+    from geoxai.statistics import bootstrap_ci
 
     rng = np.random.default_rng(0)
     covered = 0
@@ -253,7 +253,7 @@ def test_bootstrap_intervals_cover_the_true_mean_at_about_the_nominal_rate():
 
 
 def test_equal_error_threshold_separates_two_distributions():
-    from geoxai.evaluation.statistics import equal_error_threshold
+    from geoxai.statistics import equal_error_threshold
 
     rng = np.random.default_rng(1)
     threshold, eer = equal_error_threshold(rng.normal(0.8, 0.05, 500), rng.normal(0.4, 0.05, 500))

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from skimage.color import deltaE_ciede2000, rgb2lab
 
-import geoxai.evaluation.statistics as S
+import geoxai.statistics as S
 from geoxai.synthcity.reference_runs import write_reference_run
 from geoxai.synthcity.world import write_world
 from geoxai.errors import GeoxaiError
@@ -26,7 +26,7 @@ from geoxai.evaluation import Pair, Skip
 from geoxai.evaluation import region_plugin as R
 from geoxai.evaluation.context import EvaluationContext
 from geoxai.evaluation.runner import evaluate
-from geoxai.segmentation import labels as L
+from geoxai import labels as L
 from geoxai.segmentation import regions as G
 from geoxai.segmentation.groundtruth import GroundTruthSegmenter
 from geoxai_plugins.semantic import BuildingsPlugin, WindowsPlugin

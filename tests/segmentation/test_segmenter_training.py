@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from geoxai.errors import GeoxaiError
-from geoxai.segmentation import labels as L
+from geoxai import labels as L
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

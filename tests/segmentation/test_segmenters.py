@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from geoxai.errors import GeoxaiError
-from geoxai.segmentation import labels as L
+from geoxai import labels as L
 from geoxai.segmentation import mappings
 from geoxai.segmentation.base import Segmenter, from_spec, has_instances, instance_ids
 

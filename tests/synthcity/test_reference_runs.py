@@ -19,7 +19,7 @@ from geoxai.synthcity import SynthCity
 from geoxai.synthcity.world import write_world
 from geoxai.errors import GeoxaiError
 from geoxai.runs import GenerationRun
-from geoxai.segmentation import labels as L
+from geoxai import labels as L
 
 SAMPLES = 3
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)

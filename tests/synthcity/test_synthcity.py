@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from geoxai.synthcity import FACTOR_KEYS, SynthCity
 from geoxai.errors import GeoxaiError
-from geoxai.segmentation import labels as L
+from geoxai import labels as L
 
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 

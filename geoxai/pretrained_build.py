@@ -16,6 +16,9 @@ from typing import Any
 import torch
 import yaml
 
+from geoxai import pretrained
+from geoxai.config import save_config
+from geoxai.embedders import SIDECAR, from_spec, read_spec
 from geoxai.errors import GeoxaiError, setting
 
 EMBEDDER_WEIGHTS = "model.safetensors"
@@ -51,8 +54,6 @@ def _portable(value: Any, base: str) -> Any:
 def _pack_embedder(embedder_dir: Path, out: Path) -> dict[str, Any]:
     from safetensors.torch import save_file
 
-    from geoxai.config import save_config
-    from geoxai.embedders import SIDECAR, read_spec
     from geoxai.embedders.cosplace import read_state_dict
 
     spec = read_spec(embedder_dir / SIDECAR)
@@ -68,7 +69,6 @@ def _pack_embedder(embedder_dir: Path, out: Path) -> dict[str, Any]:
 
 def _pack_ldm(checkpoint: Path, out: Path, name: str, embedder_dir: Path,
               kept_embedder: str | None = None, previous: Path | None = None) -> dict[str, Any]:
-    from geoxai.embedders import SIDECAR, from_spec, read_spec
     from geoxai.ldm.autoencoder import autoencoder_identity, load_autoencoder
     from geoxai.ldm.export import export_pipeline
     from geoxai.ldm.loading import EXPORT_MANIFEST
@@ -133,8 +133,6 @@ def _keep_shipped(value: str | Path, kind: str, out: Path) -> Path | None:
     Rebuilding a set after retraining one model keeps the others as they are, bit for bit, with the
     cards that describe how they were trained and what they measured.
     """
-    from geoxai import pretrained
-
     if Path(value).exists() or not pretrained.looks_like_name(value):
         return None
     source = pretrained.folder(str(value), kind)  # an unknown name: one line listing the shipped ones
@@ -152,8 +150,6 @@ def build(name: str, embedder_dir: str | Path, checkpoint: str | Path, segmenter
     under the provenance this function writes itself. ``guidance`` is the scale chosen on validation
     places; ``geoxai sample`` uses it when ``--guidance`` is not given. Returns the set's folder.
     """
-    from geoxai import pretrained
-    from geoxai.embedders import SIDECAR, read_spec
     from geoxai.files import atomic_folder
 
     if not pretrained.looks_like_name(name):
