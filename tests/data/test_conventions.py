@@ -14,7 +14,6 @@ from geoxai.data.vpr import VPRTestSet
 from geoxai.evaluation.pairs import build_pairs
 from geoxai.evaluation.runner import evaluate
 from geoxai.retrieval import RetrievalResult, evaluate_retrieval
-from geoxai.runs import GenerationRun
 
 
 def radius_options(group: click.Group, prefix: str = "") -> dict[str, object]:
@@ -31,7 +30,7 @@ def radius_options(group: click.Group, prefix: str = "") -> dict[str, object]:
 def test_every_radius_default_is_the_positive_radius():
     assert POSITIVE_RADIUS_M == 25.0  # the community's convention
     defaults = {f.__qualname__: inspect.signature(f).parameters["radius"].default
-                for f in (VPRTestSet, dataset_info, evaluate_retrieval, GenerationRun.pairs, build_pairs, evaluate)}
+                for f in (VPRTestSet, dataset_info, evaluate_retrieval, build_pairs, evaluate)}
     defaults["RetrievalResult.radius"] = RetrievalResult.__dataclass_fields__["radius"].default
     options = radius_options(cli)
     assert {"data info", "retrieve", "evaluate"} <= set(options)
