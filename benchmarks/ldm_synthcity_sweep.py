@@ -34,7 +34,6 @@ from typing import Any
 import pandas as pd
 import yaml
 
-
 EXTRA_METRICS = {("buildings", "building_iou"): "building_iou", ("vehicles", "vehicle_removed"): "vehicle_removed"}
 
 

@@ -35,11 +35,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench/p3"))
     args = parser.parse_args()
 
-    from geoxai.synthcity.reference_runs import write_reference_run
     from geoxai.embedders import read_spec
     from geoxai.evaluation.runner import evaluate, parse_plugins
     from geoxai.runs import GenerationRun
     from geoxai.store import ArtifactStore
+    from geoxai.synthcity.reference_runs import write_reference_run
 
     if not args.embedder_config.is_file():
         sys.exit(f"no {args.embedder_config}: train the SynthCity embedder first "

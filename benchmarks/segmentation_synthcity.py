@@ -74,12 +74,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench/segmentation"))
     args = parser.parse_args()
 
-    from geoxai.synthcity.reference_runs import write_reference_run
     from geoxai.data.vpr import list_images
     from geoxai.embedders import read_spec
     from geoxai.evaluation.runner import evaluate
     from geoxai.runs import GenerationRun
     from geoxai.store import ArtifactStore
+    from geoxai.synthcity.reference_runs import write_reference_run
 
     for needed in (args.embedder_config, args.segmenter_weights):
         if not needed.is_file():

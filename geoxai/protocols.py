@@ -21,6 +21,8 @@ from typing import Any
 import yaml
 
 from geoxai import pretrained
+from geoxai.data.vpr import list_images
+from geoxai.errors import GeoxaiError, did_you_mean
 from geoxai.synthcity import MIN_SIZE, SynthCity
 from geoxai.synthcity.world import (
     check_world_complete,
@@ -29,8 +31,6 @@ from geoxai.synthcity.world import (
     world_identity,
     world_splits,
 )
-from geoxai.data.vpr import list_images
-from geoxai.errors import GeoxaiError, did_you_mean
 
 UNSEEN_PLACES, SEEN_MAP = "unseen-places", "seen-map"
 PROTOCOLS = (UNSEEN_PLACES, SEEN_MAP)

@@ -229,10 +229,10 @@ def evaluate_retrieval(dataset: str | Path, spec: Mapping[str, Any], out: str | 
     images are found. With ``out``, writes ``recalls.csv`` (labels only), ``predictions.csv`` (one
     row per query) and the descriptors; the output folder is checked before any work.
     """
-    from geoxai.synthcity.world import check_world_complete
     from geoxai.data.vpr import VPRTestSet
     from geoxai.embedders import from_spec
     from geoxai.embedders.descriptors import embed_files
+    from geoxai.synthcity.world import check_world_complete
 
     check_world_complete(dataset)  # a half-written SynthCity world: one line naming the command that completes it
     test_set = VPRTestSet(dataset, labels=labels, radius=radius)

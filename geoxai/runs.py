@@ -29,10 +29,10 @@ import yaml
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+import geoxai
 from geoxai.config import read_yaml
 from geoxai.errors import GeoxaiError, OutputError, UnreadableImageError
 from geoxai.files import atomic_save_image, atomic_write_text, make_folder
-import geoxai
 
 RUN_FILE, MANIFEST_FILE, QUERIES_FILE, SAMPLES_FOLDER = "run.yaml", "manifest.csv", "queries.csv", "samples"
 FORMAT = "geoxai.generation-run/1"

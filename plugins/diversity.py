@@ -31,8 +31,13 @@ import numpy as np
 import pandas as pd
 
 from geoxai.evaluation import Metric, Pair, Plugin, Skip
-from geoxai.evaluation.perceptual import (LPIPS_MODELS, evaluation_device, lpips_model, lpips_or_skips,
-                                          unavailable_reason)
+from geoxai.evaluation.perceptual import (
+    LPIPS_MODELS,
+    evaluation_device,
+    lpips_model,
+    lpips_or_skips,
+    unavailable_reason,
+)
 
 LPIPS_NET = "alex"  # the LPIPS paper's choice as a distance (fidelity uses the same)
 DISTANCES = ("pixel_l1", "lpips", "descriptor_distance")

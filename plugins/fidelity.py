@@ -29,9 +29,18 @@ import pandas as pd
 import torch
 
 from geoxai.evaluation import Metric, Model, Pair, Plugin, Skip
-from geoxai.evaluation.perceptual import (DINOV2_MODEL, INCEPTION_URL, LPIPS_MODELS, STABLE_SAMPLES_PER_DIM,
-                                          evaluation_device, frechet_distance, frechet_unstable, lpips_model,
-                                          lpips_or_skips, unavailable_reason)
+from geoxai.evaluation.perceptual import (
+    DINOV2_MODEL,
+    INCEPTION_URL,
+    LPIPS_MODELS,
+    STABLE_SAMPLES_PER_DIM,
+    evaluation_device,
+    frechet_distance,
+    frechet_unstable,
+    lpips_model,
+    lpips_or_skips,
+    unavailable_reason,
+)
 
 PSNR_CAP = 100.0  # dB; identical images (MSE 0) would be infinite
 SSIM_WINDOW = 11  # torchmetrics' default Gaussian window (sigma 1.5)

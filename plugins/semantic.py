@@ -29,13 +29,21 @@ from typing import Any
 
 import pandas as pd
 
+from geoxai import labels as L
 from geoxai.evaluation import Metric, RegionPlugin, Skip
 from geoxai.evaluation.region_plugin import (
-    PairMaps, appearance_values, class_flip_values, count_values, facade_values,
-    matched_appearance_values, position_values, region_metrics, removal_values,
-    segmenter_instance_maps)
+    PairMaps,
+    appearance_values,
+    class_flip_values,
+    count_values,
+    facade_values,
+    matched_appearance_values,
+    position_values,
+    region_metrics,
+    removal_values,
+    segmenter_instance_maps,
+)
 from geoxai.statistics import rank_correlation_row
-from geoxai import labels as L
 
 DELTA_E = "ΔE00"
 

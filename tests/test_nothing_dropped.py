@@ -32,8 +32,8 @@ def vpr_image(folder: Path, east: float, size: tuple[int, int] = (24, 24), seed:
 
 # ------------------------------------------------------------------------------- training
 def test_embedder_training_counts_and_lists_unreadable_images(tmp_path, capsys):
-    from geoxai.synthcity.world import write_world
     from geoxai.embedders.training import train
+    from geoxai.synthcity.world import write_world
 
     world = tmp_path / "world"
     write_world(world, places=8, visits=4, size=64, seed=0, test_fraction=0.25, progress=False)

@@ -188,8 +188,8 @@ def test_pretrained_build_refuses_a_guidance_sample_would_refuse(tmp_path):
 def test_the_command_lines_limits_are_the_librarys():
     """Literals kept in cli.py (importing the library there would slow `geoxai --help`) agree with it."""
     from geoxai.cli import SEED
-    from geoxai.synthcity import MIN_SIZE
     from geoxai.ldm.sampling import MAX_SEED
+    from geoxai.synthcity import MIN_SIZE
 
     assert MIN_WORLD_SIZE == MIN_SIZE and SEED.max == MAX_SEED
 

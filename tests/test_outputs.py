@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from tiny_models import make_checkpoint, save_tiny_vae, write_queries
 
 from geoxai.cli import cli
 from geoxai.errors import OutputError
 from geoxai.files import atomic_path, atomic_save_image, writable_folder
-
-from tiny_models import make_checkpoint, save_tiny_vae, write_queries
 
 
 @pytest.fixture(params=["under-a-file", "read-only"])

@@ -91,8 +91,8 @@ def world(tmp_path_factory) -> Path:
 
 
 def test_training_records_each_worlds_identity_and_splits(world, tmp_path):
-    from geoxai.synthcity.world import world_identity, world_params
     from geoxai.protocols import training_worlds
+    from geoxai.synthcity.world import world_identity, world_params
 
     merged = tmp_path / "merged"  # test places copied out of their world, into a folder named like training data
     shutil.copytree(world / "database", merged)
@@ -164,8 +164,8 @@ def test_an_ldm_inherits_its_autoencoders_worlds(world, tmp_path):
 def test_the_shipped_generator_records_the_worlds_it_trained_on():
     """Train places of the default world (seed 0, 200 places) and of the seed 1 world (800 places), nothing else."""
     from geoxai import pretrained
-    from geoxai.synthcity.world import world_identity, world_params
     from geoxai.protocols import recorded_worlds
+    from geoxai.synthcity.world import world_identity, world_params
 
     manifest = yaml.safe_load((pretrained.folder("synthcity", "ldm") / "geoxai.yaml").read_text())
     worlds = recorded_worlds(manifest["training_config"])
@@ -250,8 +250,8 @@ def test_evaluate_checks_the_database_against_the_runs_generator(world):
 def test_a_place_is_its_seed_and_index_in_any_world_or_folder(world, tmp_path):
     """Queries copied out of their world, and a world of the same seed with other fractions whose
     training places include this world's test places: both are caught by place, not by folder."""
-    from geoxai.synthcity.world import write_world
     from geoxai.protocols import check_seen_places, training_worlds
+    from geoxai.synthcity.world import write_world
 
     copied = tmp_path / "copied"
     shutil.copytree(world / "queries", copied)

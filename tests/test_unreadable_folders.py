@@ -118,9 +118,9 @@ def test_training_listings_warn_of_an_unreadable_folder(tmp_path, unreadable):
 
 
 def test_evaluate_records_an_unreadable_database_folder(tmp_path, unreadable):
+    from geoxai.evaluation.runner import evaluate
     from geoxai.synthcity.reference_runs import write_reference_run
     from geoxai.synthcity.world import write_world
-    from geoxai.evaluation.runner import evaluate
 
     write_world(tmp_path / "world", places=6, visits=2, size=32, progress=False)
     run = write_reference_run(tmp_path / "world", "identity", 1, tmp_path / "run", progress=False).root
@@ -161,9 +161,9 @@ def test_listing_a_readable_tree_reports_nothing(tmp_path):
 def test_evaluate_names_run_images_in_an_unreadable_folder(tmp_path, unreadable):
     import shutil
 
+    from geoxai.evaluation.runner import evaluate
     from geoxai.synthcity.reference_runs import write_reference_run
     from geoxai.synthcity.world import write_world
-    from geoxai.evaluation.runner import evaluate
 
     write_world(tmp_path / "world", places=12, visits=2, size=32, progress=False)
     run = write_reference_run(tmp_path / "world", "identity", 1, tmp_path / "run", progress=False).root

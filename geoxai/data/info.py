@@ -14,13 +14,19 @@ from pathlib import Path
 import numpy as np
 
 from geoxai.data.conventions import POSITIVE_RADIUS_M
-from geoxai.data.vpr import (
-    _map_files, _name_fields, _utm, check_images, images_list_file, list_images, radius_positives,
-)
 from geoxai.data.digests import Duplicates, find_duplicates
 from geoxai.data.images import image_size
-from geoxai.synthcity.world import check_world_complete
+from geoxai.data.vpr import (
+    _map_files,
+    _name_fields,
+    _utm,
+    check_images,
+    images_list_file,
+    list_images,
+    radius_positives,
+)
 from geoxai.errors import GeoxaiError, UnreadableImageError, setting
+from geoxai.synthcity.world import check_world_complete
 
 PARTS = ("train", "database", "queries")
 _MAX_SIZES_SHOWN = 5

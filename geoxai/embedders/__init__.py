@@ -16,7 +16,9 @@ from geoxai.devices import resolve_device
 from geoxai.embedders.base import Embedder
 from geoxai.embedders.specs import SIDECAR, read_spec, write_sidecar
 from geoxai.errors import GeoxaiError, did_you_mean
-from geoxai.registry import EMBEDDERS, load as load_entry, names as group_names
+from geoxai.registry import EMBEDDERS
+from geoxai.registry import load as load_entry
+from geoxai.registry import names as group_names
 
 __all__ = ["Embedder", "load", "from_spec", "names", "read_spec", "write_sidecar", "SIDECAR"]
 

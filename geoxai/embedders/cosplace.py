@@ -20,8 +20,8 @@ import torchvision
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from geoxai.devices import resolve_device
 from geoxai.data.images import resize_center_crop
+from geoxai.devices import resolve_device
 from geoxai.embedders.base import IMAGENET_MEAN, IMAGENET_STD, Embedder
 from geoxai.embedders.layers import GeM, L2Norm
 from geoxai.embedders.specs import write_sidecar

@@ -35,9 +35,9 @@ from geoxai.config import (
     Number,
     check_values,
     merge,
+    read_yaml,
     save_config,
 )
-from geoxai.config import read_yaml
 from geoxai.data.conventions import POSITIVE_RADIUS_M
 from geoxai.data.images import load_tensor, resize_center_crop, unreadable_path
 from geoxai.data.vpr import read_train_set
@@ -50,8 +50,16 @@ from geoxai.errors import GeoxaiError, UnreadableImageError, settings_from
 from geoxai.files import atomic_path
 from geoxai.retrieval import evaluate_retrieval
 from geoxai.stages import STAGES
-from geoxai.trainer import CHECKPOINT_NAME, TRAINER_DEFAULTS, TRAINER_RULES, check_finite_loss, stage_info
-from geoxai.trainer import build_trainer, fit_stage, skipped_images_callback
+from geoxai.trainer import (
+    CHECKPOINT_NAME,
+    TRAINER_DEFAULTS,
+    TRAINER_RULES,
+    build_trainer,
+    check_finite_loss,
+    fit_stage,
+    skipped_images_callback,
+    stage_info,
+)
 from geoxai.weights import read_weights
 
 DEFAULTS: dict[str, Any] = {
@@ -122,8 +130,8 @@ def training_config(config: dict[str, Any]) -> dict[str, Any]:
         raise GeoxaiError(f"embedder config: eval.dataset_dir={eval_dir!r} is not a VPR test set (a folder with "
                           "database/ and queries/); fix it or set eval.dataset_dir: null (checked before training "
                           "so that a finished run never fails at its last step)")
-    from geoxai.synthcity.world import check_world_complete
     from geoxai.protocols import training_worlds
+    from geoxai.synthcity.world import check_world_complete
 
     cfg["worlds"] = training_worlds([train_dir], "embedder")  # refuses a half-written world
     if eval_dir:

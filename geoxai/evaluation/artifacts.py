@@ -273,9 +273,9 @@ class ImageNeed(ArtifactKind):
 
     def compute(self, paths: Sequence[Path], store: ArtifactStore, shard: tuple[int, int] = (0, 1),
                 progress: bool = True, desc: str = "images") -> ImageArtifacts:
-        from geoxai.store import file_digests
         from geoxai.data.images import load_rgb
         from geoxai.errors import UnreadableImageError
+        from geoxai.store import file_digests
 
         keys = file_digests(paths, progress=progress, store=store)
         skipped = []

@@ -28,17 +28,28 @@ import numpy as np
 import pandas as pd
 import torch
 
+from geoxai import labels as L
 from geoxai.data.images import load_label_map
 from geoxai.evaluation.artifacts import rgb_to_lab
 from geoxai.evaluation.plugin import Metric, Pair, Plugin, Skip
-from geoxai.statistics import summarize_records
-from geoxai import labels as L
 from geoxai.segmentation.base import has_instances, instance_ids
 from geoxai.segmentation.colour import ciede2000, dominant_colour, lightness_spread, mean_lab
 from geoxai.segmentation.groundtruth import label_path
 from geoxai.segmentation.regions import (
-    MIN_AREA, align_labels, area_fraction, count_instances, dilated_iou, dilation_radius, instances, iou,
-    min_pixels, present, removal_rate, resize_labels)
+    MIN_AREA,
+    align_labels,
+    area_fraction,
+    count_instances,
+    dilated_iou,
+    dilation_radius,
+    instances,
+    iou,
+    min_pixels,
+    present,
+    removal_rate,
+    resize_labels,
+)
+from geoxai.statistics import summarize_records
 
 LABEL_RESIZE_NOTICE = ("label maps of images of another size than their original are compared after centre-cropping "
                        "the original's map to the image's aspect ratio and resizing the image's map to that crop "

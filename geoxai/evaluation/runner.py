@@ -43,8 +43,7 @@ from geoxai.evaluation.artifacts import KINDS, ArtifactPlan, ArtifactSettings
 from geoxai.evaluation.context import Database, EvaluationContext
 from geoxai.evaluation.folder import FORMAT, RESULTS_FILE, SUMMARY_COLUMNS, EvaluationFolder
 from geoxai.evaluation.pairs import build_pairs
-from geoxai.evaluation.plugin import (PAIRINGS, Pair, Plugin, PluginOutcome, load_plugin, parse_plugins,
-                                      to_long_records)
+from geoxai.evaluation.plugin import PAIRINGS, Pair, Plugin, PluginOutcome, load_plugin, parse_plugins, to_long_records
 from geoxai.statistics import ONE_QUERY
 
 __all__ = ["EvaluationResult", "compute_sharded", "evaluate", "exit_status", "load_plugin", "parse_plugins"]

@@ -34,14 +34,21 @@ from geoxai.config import (
     Number,
     check_values,
     merge,
+    save_config,
 )
-from geoxai.config import save_config
 from geoxai.errors import GeoxaiError, config_key
 from geoxai.ldm.autoencoder import decode, encode_moments, sample_latents
 from geoxai.ldm.loading import read_checkpoint
 from geoxai.stages import STAGES
-from geoxai.trainer import TRAINER_DEFAULTS, TRAINER_RULES, check_finite_loss
-from geoxai.trainer import build_trainer, fit_stage, skipped_images_callback, stage_info
+from geoxai.trainer import (
+    TRAINER_DEFAULTS,
+    TRAINER_RULES,
+    build_trainer,
+    check_finite_loss,
+    fit_stage,
+    skipped_images_callback,
+    stage_info,
+)
 from geoxai.weights import check_state_dict
 
 AE_DEFAULTS: dict[str, Any] = {
@@ -133,7 +140,9 @@ def _lpips(weight: float) -> tuple[torch.nn.Module | None, str]:
     if weight <= 0:
         return None, "off (loss.lpips_weight: 0)"
     from geoxai.evaluation.perceptual import (  # upward import: the same no-download LPIPS the evaluation uses
-        PerceptualUnavailable, lpips_model)
+        PerceptualUnavailable,
+        lpips_model,
+    )
 
     try:
         metric = lpips_model("vgg")

@@ -16,12 +16,12 @@ partial folder batch by batch. See docs/latent-cache.md.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import shutil
 import time
-import functools
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path

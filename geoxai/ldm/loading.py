@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from geoxai import pretrained
 from geoxai.config import read_yaml
 from geoxai.errors import GeoxaiError, setting

@@ -21,11 +21,11 @@ from diffusers.training_utils import EMAModel, compute_snr
 
 from geoxai.config import merge
 from geoxai.errors import GeoxaiError
-from geoxai.trainer import check_finite_loss, stage_info
 from geoxai.ldm.autoencoder import sample_latents
 from geoxai.ldm.components import LDMComponents
 from geoxai.ldm.conditioning import DescriptorConditioner
 from geoxai.ldm.unet import UNET_DEFAULTS, build_unet
+from geoxai.trainer import check_finite_loss, stage_info
 
 CONDITIONING_DEFAULTS: dict[str, Any] = {
     "mode": "crossattn",  # crossattn (the thesis) | bias | tokens | film

@@ -35,6 +35,7 @@ from geoxai.errors import GeoxaiError, setting, settings_from
 from geoxai.files import writable_folder
 from geoxai.runs import RUN_FILE, GenerationRun, QueryItem, plan_queries
 
+
 def checkpoint_identity(path: str | Path) -> str:
     """sha256 of a checkpoint file, or of an exported folder (relative names and contents).
 

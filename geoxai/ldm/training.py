@@ -33,14 +33,19 @@ from geoxai.config import (
     Number,
     check_values,
     merge,
+    save_config,
 )
-from geoxai.config import save_config
 from geoxai.devices import resolve_device
 from geoxai.embedders import from_spec
 from geoxai.errors import GeoxaiError, UnreadableImageError, config_key, settings_from
-from geoxai.ldm.autoencoder import (autoencoder_identity, downsampling_factor, encode_moments, latent_channels,
-    load_autoencoder)
-from geoxai.ldm.autoencoder import AUTOENCODER_DEFAULTS
+from geoxai.ldm.autoencoder import (
+    AUTOENCODER_DEFAULTS,
+    autoencoder_identity,
+    downsampling_factor,
+    encode_moments,
+    latent_channels,
+    load_autoencoder,
+)
 from geoxai.ldm.autoencoder_training import check_folders
 from geoxai.ldm.loading import read_checkpoint
 from geoxai.ldm.module import MODEL_SECTIONS, LatentDiffusion, model_settings, noise_scheduler_config

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from geoxai.statistics import ONE_QUERY, bootstrap_ci
 from geoxai.report.evaluations import PAIRINGS, Evaluation
+from geoxai.statistics import ONE_QUERY, bootstrap_ci
 
 BASELINE_PAIRINGS = ("generated", "shuffled", "reference")  # always shown; "chance" only when measured
 CELL_CAPTION = ("mean ± half-width of the 95% bootstrap CI over queries; shuffled = chance level "

@@ -22,9 +22,11 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 import torch
 
-from geoxai.errors import GeoxaiError, UnreadableImageError, did_you_mean, setting
 from geoxai import labels as L
-from geoxai.registry import SEGMENTERS, load as load_entry, names as group_names, registered
+from geoxai.errors import GeoxaiError, UnreadableImageError, did_you_mean, setting
+from geoxai.registry import SEGMENTERS, registered
+from geoxai.registry import load as load_entry
+from geoxai.registry import names as group_names
 
 
 class Segmenter:

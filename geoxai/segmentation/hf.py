@@ -152,8 +152,10 @@ class HFSegmenter(torch.nn.Module, Segmenter):
     def _config(self, folder: Path) -> tuple[Any, bool]:
         """The model config, and whether it is a mask-classification (universal) model; other kinds refused."""
         from transformers import AutoConfig
-        from transformers.models.auto.modeling_auto import (MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES,
-                                                            MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES)
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES,
+            MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES,
+        )
 
         if not (folder / "config.json").is_file():
             raise GeoxaiError(f"segmenter hf: {self.model_ref}: {folder} has no config.json; it is not a transformers "

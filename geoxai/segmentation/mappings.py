@@ -17,8 +17,7 @@ from typing import Mapping
 import numpy as np
 
 from geoxai.errors import GeoxaiError
-from geoxai.labels import (BUILDING, OTHER, PERSON, POLE, ROAD, SIDEWALK, SIGN, SKY, VEGETATION,
-                                        VEHICLE, WINDOW)
+from geoxai.labels import BUILDING, OTHER, PERSON, POLE, ROAD, SIDEWALK, SIGN, SKY, VEGETATION, VEHICLE, WINDOW
 
 # The 19 Cityscapes train classes, in train-id order.
 CITYSCAPES: tuple[tuple[str, int], ...] = (

@@ -28,9 +28,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from geoxai import labels as L
 from geoxai.devices import resolve_device
 from geoxai.errors import GeoxaiError
-from geoxai import labels as L
 from geoxai.segmentation.base import Segmenter, from_spec
 from geoxai.weights import check_state_dict, read_weights
 

@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geoxai import labels as L
+from geoxai import pretrained
 from geoxai.errors import GeoxaiError, did_you_mean
-from geoxai import labels as L, pretrained
 from geoxai.segmentation.base import Segmenter
 from geoxai.weights import check_state_dict
 

@@ -31,15 +31,39 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from geoxai.config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, WHOLE_OR_OFF, Number, check_values, merge
-from geoxai.config import read_yaml, save_config
-from geoxai.errors import GeoxaiError, UnreadableImageError, config_key, did_you_mean
 from geoxai import labels as L
-from geoxai.segmentation.synthcity import ARCHITECTURES, SegmentationNet, network_config, size_factor
-from geoxai.segmentation.synthcity import SynthCitySegmenter, save_segmenter
+from geoxai.config import (
+    COUNT,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    WHOLE_OR_OFF,
+    Number,
+    check_values,
+    merge,
+    read_yaml,
+    save_config,
+)
+from geoxai.errors import GeoxaiError, UnreadableImageError, config_key, did_you_mean
+from geoxai.segmentation.synthcity import (
+    ARCHITECTURES,
+    SegmentationNet,
+    SynthCitySegmenter,
+    network_config,
+    save_segmenter,
+    size_factor,
+)
 from geoxai.stages import STAGES
-from geoxai.trainer import CHECKPOINT_NAME, TRAINER_DEFAULTS, TRAINER_RULES, check_finite_loss
-from geoxai.trainer import build_trainer, fit_stage, skipped_images_callback, stage_info
+from geoxai.trainer import (
+    CHECKPOINT_NAME,
+    TRAINER_DEFAULTS,
+    TRAINER_RULES,
+    build_trainer,
+    check_finite_loss,
+    fit_stage,
+    skipped_images_callback,
+    stage_info,
+)
 from geoxai.weights import check_state_dict, read_weights
 
 IGNORE = 255  # label id ignored by the loss and the scores (ids outside the canonical range)
@@ -140,8 +164,8 @@ def training_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def _check_folders(cfg: dict[str, Any]) -> None:
     """Every folder exists and training folders keep to the protocol, before any work starts."""
-    from geoxai.synthcity.world import check_world_complete
     from geoxai.protocols import check_training_folders, training_worlds
+    from geoxai.synthcity.world import check_world_complete
 
     data = cfg["data"]
     named = [("data.train_dirs", folder) for folder in data["train_dirs"]]

@@ -44,10 +44,10 @@ import yaml
 from PIL import Image
 from tqdm.auto import tqdm
 
+from geoxai import labels as L
 from geoxai.data.vpr import VPRName, format_name, parse_name
 from geoxai.errors import GeoxaiError, setting
 from geoxai.files import atomic_save_image, atomic_write_text, writable_folder
-from geoxai import labels as L
 from geoxai.synthcity.places import (
     MAX_PLACES,
     MAX_SEED,

@@ -14,7 +14,14 @@ from torch.utils.data import DataLoader
 
 from geoxai.data.images import ImageDataset, collate_images
 from geoxai.data.vpr import (
-    NAME_FIELDS, VPRName, VPRTestSet, check_images, format_name, list_images, parse_name, radius_positives,
+    NAME_FIELDS,
+    VPRName,
+    VPRTestSet,
+    check_images,
+    format_name,
+    list_images,
+    parse_name,
+    radius_positives,
     read_train_set,
 )
 from geoxai.errors import GeoxaiError

@@ -12,9 +12,7 @@ from diffusers import AutoencoderKL
 from PIL import Image
 
 from geoxai.errors import GeoxaiError
-from geoxai.ldm.autoencoder import (autoencoder_identity, decode, encode_moments, load_autoencoder,
-                                    sample_latents)
-
+from geoxai.ldm.autoencoder import autoencoder_identity, decode, encode_moments, load_autoencoder, sample_latents
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,11 +11,10 @@ import torch
 import yaml
 from click.testing import CliRunner
 from PIL import Image
+from tiny_models import DIM, IMAGE, make_checkpoint, save_tiny_vae, write_queries
 
 from geoxai.cli import cli
 from geoxai.runs import GenerationRun
-
-from tiny_models import DIM, IMAGE, make_checkpoint, save_tiny_vae, write_queries
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from geoxai.synthcity.reference_runs import write_reference_run
-from geoxai.synthcity.world import write_world
 from geoxai.evaluation.runner import evaluate
 from geoxai.runs import GenerationRun, plan_queries
+from geoxai.synthcity.reference_runs import write_reference_run
+from geoxai.synthcity.world import write_world
 
 SPEC = {"name": "cosplace", "backbone": "resnet18", "dim": 16, "image_size": 48, "weights": "random"}
 DISTANCES = ("pixel_l1", "lpips", "descriptor_distance")

@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from geoxai.synthcity.reference_runs import write_reference_run
-from geoxai.synthcity.world import write_world
 from geoxai.evaluation import perceptual
 from geoxai.evaluation.runner import evaluate
 from geoxai.runs import GenerationRun, plan_queries
+from geoxai.synthcity.reference_runs import write_reference_run
+from geoxai.synthcity.world import write_world
 
 SPEC = {"name": "cosplace", "backbone": "resnet18", "dim": 16, "image_size": 48, "weights": "random"}
 LPIPS_FILE = "alexnet-owt-7be5be79.pth"

@@ -12,9 +12,9 @@ import yaml
 from PIL import Image
 from skimage.color import rgb2lab
 
+from geoxai.evaluation.runner import evaluate
 from geoxai.synthcity.reference_runs import write_reference_run
 from geoxai.synthcity.world import write_world
-from geoxai.evaluation.runner import evaluate
 
 SPEC = {"name": "cosplace", "backbone": "resnet18", "dim": 16, "image_size": 48, "weights": "random"}
 PROBE_METRICS = ("probe_cosine_brightness", "probe_cosine_gamma", "probe_cosine_temperature")
@@ -152,6 +152,7 @@ def test_known_brightening_matches_skimage(world, tmp_path, one_thread):
 def test_probe_without_a_change_keeps_the_descriptor(world, monkeypatch, one_thread):
     """With every change set to a no-op the probe's descriptors are the stored ones (same preprocessing)."""
     import geoxai_plugins.lighting as lighting
+
     from geoxai.embedders.descriptors import embed_files
     from geoxai.evaluation.artifacts import DescriptorArtifact
     from geoxai.evaluation.context import EvaluationContext
@@ -169,7 +170,6 @@ def test_probe_without_a_change_keeps_the_descriptor(world, monkeypatch, one_thr
 
 def test_photometric_changes_are_fixed_and_bounded():
     import torch
-
     from geoxai_plugins.lighting import PROBES, photometric_change
 
     image = torch.linspace(0, 1, 3 * 4 * 5).reshape(3, 4, 5)
@@ -183,11 +183,12 @@ def test_photometric_changes_are_fixed_and_bounded():
 
 def test_without_an_embedder_the_probe_is_skipped(tmp_path):
     """A context without descriptors (no embedder): L* changes still computed, the probe skipped with a reason."""
+    from geoxai_plugins.lighting import LightingPlugin
+
     from geoxai.evaluation import Pair
     from geoxai.evaluation.artifacts import lab_statistics
     from geoxai.evaluation.context import EvaluationContext
     from geoxai.evaluation.plugin import to_long_records
-    from geoxai_plugins.lighting import LightingPlugin
 
     dark, bright = tmp_path / "dark.png", tmp_path / "bright.png"
     Image.new("RGB", (8, 8), (0, 0, 0)).save(dark)  # uniform black: L* is defined (0)

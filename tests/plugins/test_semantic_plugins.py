@@ -15,21 +15,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from geoxai_plugins.semantic import BuildingsPlugin, WindowsPlugin
 from PIL import Image
 from skimage.color import deltaE_ciede2000, rgb2lab
 
 import geoxai.statistics as S
-from geoxai.synthcity.reference_runs import write_reference_run
-from geoxai.synthcity.world import write_world
+from geoxai import labels as L
 from geoxai.errors import GeoxaiError
 from geoxai.evaluation import Pair, Skip
 from geoxai.evaluation import region_plugin as R
 from geoxai.evaluation.context import EvaluationContext
 from geoxai.evaluation.runner import evaluate
-from geoxai import labels as L
 from geoxai.segmentation import regions as G
 from geoxai.segmentation.groundtruth import GroundTruthSegmenter
-from geoxai_plugins.semantic import BuildingsPlugin, WindowsPlugin
+from geoxai.synthcity.reference_runs import write_reference_run
+from geoxai.synthcity.world import write_world
 
 PLUGINS = "sky,buildings,vehicles,signs,windows,colours,classes"
 PAIR = Pair("q", 0, "generated", Path("original.png"), Path("image.png"))

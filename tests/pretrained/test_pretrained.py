@@ -63,10 +63,10 @@ def _render_queries(folder: Path, places: list[int]) -> None:
 def test_a_shipped_generation_resembles_its_query_and_not_other_places(tmp_path):
     """Loose bound, but random weights fail it: generations of unseen test places, scored by the embedder."""
     from geoxai.data.images import load_tensor
-    from geoxai.synthcity import SynthCity
     from geoxai.embedders import load
     from geoxai.ldm.loading import load_components
     from geoxai.ldm.sampling import sample_run
+    from geoxai.synthcity import SynthCity
 
     city = SynthCity(seed=0, size=128)
     places = [p for p in range(200) if city.is_test_place(p, 0.3)][:4]
@@ -149,13 +149,13 @@ def test_build_packs_a_set_that_loads_and_samples_by_name(tmp_path, monkeypatch)
     weights, the model's guidance; the set then samples by name (here from a tiny random set)."""
     from click.testing import CliRunner
     from safetensors.torch import load_file
+    from tiny_models import TINY_UNET, save_tiny_vae, write_queries
 
     from geoxai.cli import cli
     from geoxai.embedders import from_spec
     from geoxai.ldm.module import LatentDiffusion
     from geoxai.ldm.sampling import sample_run
     from geoxai.segmentation.synthcity import SegmentationNet, network_config, save_segmenter
-    from tiny_models import TINY_UNET, save_tiny_vae, write_queries
 
     embedder_dir = tmp_path / "embedder"
     embedder = from_spec({"name": "cosplace", "backbone": "resnet18", "dim": 8, "weights": "random", "image_size": 32})

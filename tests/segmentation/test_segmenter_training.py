@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from geoxai.errors import GeoxaiError
 from geoxai import labels as L
+from geoxai.errors import GeoxaiError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from geoxai.errors import GeoxaiError
 from geoxai import labels as L
+from geoxai.errors import GeoxaiError
 from geoxai.segmentation import mappings
 from geoxai.segmentation.base import Segmenter, from_spec, has_instances, instance_ids
 
@@ -107,8 +107,12 @@ def save_segformer(folder: Path, names: list[str]) -> Path:
 
 
 def save_mask2former(folder: Path, names: list[str]) -> Path:
-    from transformers import (Mask2FormerConfig, Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor,
-                              SwinConfig)
+    from transformers import (
+        Mask2FormerConfig,
+        Mask2FormerForUniversalSegmentation,
+        Mask2FormerImageProcessor,
+        SwinConfig,
+    )
 
     torch.manual_seed(0)
     backbone = SwinConfig(embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=2,

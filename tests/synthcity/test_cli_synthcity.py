@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from geoxai.cli import cli
-from geoxai.synthcity import SynthCity
-from geoxai.synthcity.world import place_splits, write_world
 from geoxai.data.vpr import parse_name
 from geoxai.errors import GeoxaiError
+from geoxai.synthcity import SynthCity
+from geoxai.synthcity.world import place_splits, write_world
 
 WORLD = dict(places=8, visits=3, size=48, seed=5, test_fraction=0.4, val_fraction=0.3)
 SPLIT_FOLDERS = ("train", "database", "queries", "val/database", "val/queries")

@@ -14,12 +14,12 @@ import yaml
 from PIL import Image
 from scipy import ndimage
 
-from geoxai.synthcity.reference_runs import REFERENCE_KINDS, write_reference_run
-from geoxai.synthcity import SynthCity
-from geoxai.synthcity.world import write_world
+from geoxai import labels as L
 from geoxai.errors import GeoxaiError
 from geoxai.runs import GenerationRun
-from geoxai import labels as L
+from geoxai.synthcity import SynthCity
+from geoxai.synthcity.reference_runs import REFERENCE_KINDS, write_reference_run
+from geoxai.synthcity.world import write_world
 
 SAMPLES = 3
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from geoxai.synthcity import FACTOR_KEYS, SynthCity
-from geoxai.errors import GeoxaiError
 from geoxai import labels as L
+from geoxai.errors import GeoxaiError
+from geoxai.synthcity import FACTOR_KEYS, SynthCity
 
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 

@@ -17,8 +17,9 @@ import yaml
 from click.testing import CliRunner
 
 from geoxai.cli import cli
-from geoxai.synthcity import world as synthcity_world
+from geoxai.errors import GeoxaiError
 from geoxai.synthcity import SynthCity
+from geoxai.synthcity import world as synthcity_world
 from geoxai.synthcity.world import (
     check_world_complete,
     image_name,
@@ -27,7 +28,6 @@ from geoxai.synthcity.world import (
     world_params,
     write_world,
 )
-from geoxai.errors import GeoxaiError
 
 TINY = {"places": 6, "visits": 2, "size": 32, "seed": 3, "test_fraction": 0.4, "val_fraction": 0.0}
 RERUN = "geoxai data synthcity --out {} --places 6 --visits 2 --size 32 --seed 3 --test-fraction 0.4 --val-fraction 0.0"
